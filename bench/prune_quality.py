@@ -1,0 +1,121 @@
+"""Pruning quality/speed benchmark with the fixed protocol of issue 3.
+
+SmolLM2-135M-Instruct (bundled Q4_1 GGUF, fp32); calibration = 32 x 512 tokens from
+``wikitext-2/wiki.valid.tokens`` (random.seed(0), start = randint(0, n - 513)); evaluation = the
+first 40 non-overlapping 512-token windows of ``wikitext-2-raw/wiki.test.raw``; ppl = exp(mean NLL);
+50 % unstructured on q/k/v/o/gate/up/down of all 30 blocks.
+
+Each method runs in its own subprocess (fresh model, honest peak RSS). Prints one Markdown table row
+per method: method | ppl | achieved sparsity | prune seconds | peak RSS | threads.
+
+    python bench/prune_quality.py --methods dense,magnitude,wanda,sparsegpt,besa-row
+    python bench/prune_quality.py --methods besa-row --set besa_epochs=2 --data-dir /path/to/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SPECS = {
+    "dense": None,
+    "magnitude": {"method": "magnitude"},
+    "wanda": {"method": "wanda"},
+    "sparsegpt": {"method": "sparsegpt"},
+    "besa-row": {"method": "besa", "besa_allocation": "row"},
+    "besa-layer": {"method": "besa", "besa_allocation": "layer"},
+    "besa-row-recon": {"method": "besa", "besa_allocation": "row", "besa_reconstruct": True},
+    "besa-row-sgptscore": {"method": "besa", "besa_importance": "sparsegpt"},
+    "besa-row-magscore": {"method": "besa", "besa_importance": "magnitude"},
+    "besa-row-paper": {"method": "besa", "besa_smoothing": "sigmoid"},
+}
+HEADER = "| method | ppl | achieved sparsity | prune s | peak RSS GB | threads |\n|---|---|---|---|---|---|"
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``key=value`` overrides checked against PruneConfig fields (values parsed as JSON when possible)."""
+    from pruning.config import PruneConfig
+
+    names = {f.name for f in fields(PruneConfig)}
+    out = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        if key not in names:
+            raise SystemExit(f"unknown PruneConfig field {key!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict:
+    """Load, (prune), evaluate one method in this process; returns the table row as a dict."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from besa_hw.models import load_model
+    from pruning import PruneConfig, prune_model
+    from pruning.calibration import sample_segments, tokenize
+    from pruning.eval import perplexity
+
+    data = Path(args.data_dir)
+    model, tok, _ = load_model()
+    row = {"method": name, "threads": torch.get_num_threads(), "sparsity": 0.0, "prune_s": 0.0}
+    if SPECS[name] is not None:
+        cfg = PruneConfig(sparsity=0.5, seed=0, **{**SPECS[name], **parse_sets(args.set)})
+        calib = sample_segments(tokenize(tok, (data / "wikitext-2/wiki.valid.tokens").read_text()), 32, 512, 0)
+        t0 = time.perf_counter()
+        result = prune_model(model, calib, cfg, progress=args.progress)
+        row["prune_s"] = time.perf_counter() - t0
+        row["sparsity"] = result.achieved_sparsity
+    test_ids = tokenize(tok, (data / "wikitext-2-raw/wiki.test.raw").read_text())
+    row["ppl"] = perplexity(model, test_ids, seqlen=512, max_windows=40)
+    row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return row
+
+
+def fmt(row: dict) -> str:
+    return (f"| {row['method']} | {row['ppl']:.2f} | {100 * row['sparsity']:.2f}% | {row['prune_s']:.1f} | "
+            f"{row['peak_rss_gb']:.2f} | {row['threads']} |")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default="dense,magnitude,wanda,sparsegpt,besa-row",
+                   help=f"comma list from: {', '.join(SPECS)}")
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="PruneConfig override")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print("ROW " + json.dumps(run_one(args.one, args)), flush=True)
+        return 0
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [n for n in names if n not in SPECS]
+    if bad:
+        raise SystemExit(f"unknown method(s) {bad}; choose from {list(SPECS)}")
+    print(f"# load: {os.getloadavg()[0]:.2f}  overrides: {args.set or 'none'}\n{HEADER}", flush=True)
+    for name in names:
+        cmd = [sys.executable, __file__, "--one", name, "--data-dir", args.data_dir, "--threads", str(args.threads)]
+        cmd += [a for s in args.set for a in ("--set", s)] + (["--progress"] if args.progress else [])
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+        row = json.loads(next(line[4:] for line in out.splitlines() if line.startswith("ROW ")))
+        print(fmt(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Command-line entry point: ``besa-hw <command> ...``.
+
+Each subcommand lives in its own ``cmd_*.py`` module exposing ``register(subparsers)``;
+the module keeps heavy imports (torch, transformers) inside its handler so that
+``besa-hw simulate`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from besa_hw import __version__
+
+# Order is the order shown in --help.
+_COMMAND_MODULES = ("besa_hw.cmd_simulate",)
+
+
+class CliError(Exception):
+    """A problem with the user's input; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="besa-hw",
+        description="Prune LLaMA-family models with BESA and simulate them on a sparse accelerator.",
+    )
+    parser.add_argument("--version", action="version", version=f"besa-hw {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, KeyError) as exc:
+        if args.debug or os.environ.get("BESA_HW_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"besa-hw {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"besa-hw {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""``besa-hw simulate``: per-layer latency and speedup vs dense on the simulated accelerator."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+PREVIEW = ["block", "op", "out_features", "in_features", "sparsity", "dense_cycles", "sparse_cycles",
+           "speedup", "utilization", "bound"]
+
+
+def add_hardware_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hw", default="besa-64x64", metavar="PRESET|FILE.toml",
+                   help="hardware preset name or TOML file (default: besa-64x64)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a HardwareConfig field, e.g. --set dram_gbps=25.6 (repeatable)")
+    p.add_argument("--compute-only", action="store_true",
+                   help="ignore memory time, as the BESA paper's simulator does")
+
+
+def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -> None:
+    src = p.add_mutually_exclusive_group(required=require_source)
+    src.add_argument("--run", metavar="RUN_DIR", help="a pruning run folder (masks.safetensors + manifest.json)")
+    src.add_argument("--shape", metavar="NAME", help="model shape with synthetic masks "
+                     "(smollm2-135m, llama-7b, llama-13b, llama-30b, llama2-70b)")
+    p.add_argument("--sparsity", type=float, default=0.5, help="synthetic masks: sparsity (default 0.5)")
+    p.add_argument("--profile", metavar="FILE.json", help="synthetic masks: per-layer sparsities "
+                   "({module_path_or_op: s}, or a run's manifest.json)")
+    p.add_argument("--row-dist", choices=("none", "uniform", "normal"), default="none",
+                   help="synthetic masks: per-row sparsity distribution around the layer's")
+    p.add_argument("--row-spread", type=float, default=0.0,
+                   help="synthetic masks: half-width (uniform) or std (normal) of per-row sparsity")
+    p.add_argument("--seed", type=int, default=0, help="synthetic masks: random seed")
+    p.add_argument("--phase", choices=("decode", "prefill"), default="decode",
+                   help="decode: --tokens defaults to 1; prefill: to 2048")
+    p.add_argument("--tokens", type=int, help="tokens per op (batch for decode, prompt length for prefill)")
+    p.add_argument("--blocks", type=int, help="only the first N transformer blocks")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="simulate a model's Linear layers on the sparse accelerator",
+                       description=__doc__)
+    add_workload_args(p)
+    add_hardware_args(p)
+    p.add_argument("--out", metavar="DIR", help="write DIR/layers.csv, DIR/summary.csv, DIR/hardware.json")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=run)
+
+
+def workload_spec(args: argparse.Namespace):
+    from besa_hw.pipeline import WorkloadSpec
+    from simulator.synthetic import AllocationProfile, load_profile
+
+    if args.run is not None and not Path(args.run).is_dir():
+        raise FileNotFoundError(f"run folder not found: {args.run}")
+    per_layer = load_profile(args.profile) if args.profile else {}
+    profile = AllocationProfile(args.sparsity, per_layer, args.row_dist, args.row_spread, args.seed)
+    return WorkloadSpec(run_dir=args.run, shape=args.shape, profile=profile, phase=args.phase,
+                        tokens=args.tokens, blocks=args.blocks)
+
+
+def hardware(args: argparse.Namespace):
+    from simulator.config import load_hardware, parse_overrides
+
+    return load_hardware(args.hw, parse_overrides(args.overrides))
+
+
+def run(args: argparse.Namespace) -> int:
+    from besa_hw.pipeline import build_ops, simulate, write_json, write_table
+
+    hw = hardware(args)
+    spec = workload_spec(args)
+    ops = build_ops(spec)
+    start = time.perf_counter()
+    layers, summary = simulate(ops, hw, compute_only=args.compute_only, progress=True)
+    seconds = time.perf_counter() - start
+    if not args.quiet:
+        print(layers[PREVIEW].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print()
+    print(summary[["op", "count", "sparsity", "dense_cycles", "sparse_cycles", "speedup",
+                   "memory_cycles", "energy_saving"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    total = summary.iloc[-1]
+    mode = "compute-only" if args.compute_only else "with memory"
+    print(f"\n{hw.name}, {spec.phase} ({spec.n_tokens} tokens), {mode}: {len(layers)} ops, "
+          f"end-to-end speedup {total.speedup:.3f}x, simulated in {seconds:.1f} s")
+    if args.out:
+        out = Path(args.out)
+        write_table(layers, out / "layers.csv")
+        write_table(summary, out / "summary.csv")
+        write_json(hw, out / "hardware.json")
+        print(f"wrote {out}/layers.csv, summary.csv, hardware.json")
+    return 0

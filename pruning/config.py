@@ -1,0 +1,116 @@
+"""Frozen configuration of a pruning run (single source of truth; validated on construction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+METHODS = ("magnitude", "wanda", "sparsegpt", "besa")
+IMPORTANCE = ("wanda", "magnitude", "sparsegpt")
+
+
+def parse_nm(text: str | None) -> tuple[int, int] | None:
+    """Parse an ``N:M`` pattern such as ``2:4`` (keep N of every M); None passes through."""
+    if text is None:
+        return None
+    try:
+        n, m = (int(v) for v in str(text).split(":"))
+    except ValueError as exc:
+        raise ValueError(f"N:M pattern must look like 2:4, got {text!r}") from exc
+    if not 0 < n < m:
+        raise ValueError(f"N:M pattern needs 0 < N < M, got {text!r}")
+    return n, m
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    """Calibration data: ``nsamples`` random segments of ``seqlen`` tokens drawn with ``seed``."""
+
+    source: str = "pydoc"
+    nsamples: int = 32
+    seqlen: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nsamples < 1:
+            raise ValueError(f"nsamples must be >= 1, got {self.nsamples}")
+        if self.seqlen < 2:
+            raise ValueError(f"seqlen must be >= 2, got {self.seqlen}")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything that decides which weights a run prunes.
+
+    ``sparsity`` is the uniform target (ignored for layers listed in ``profile``); ``nm`` = (n, m)
+    keeps n of every m weights. BESA fields are prefixed ``besa_``; ``besa_reconstruct`` runs
+    SparseGPT's OBS update on the kept weights after the allocation is learned.
+    """
+
+    method: str = "wanda"
+    sparsity: float = 0.5
+    nm: tuple[int, int] | None = None
+    profile: Mapping[str, float] | None = field(default=None, compare=False)
+    seed: int = 0
+    forward_batch: int = 8
+    sparsegpt_blocksize: int = 128
+    sparsegpt_percdamp: float = 0.01
+    besa_allocation: str = "row"
+    besa_importance: str = "wanda"
+    besa_epochs: int = 1
+    besa_step: float = 0.01
+    besa_beta: float = 5.0
+    besa_batch: int = 1
+    besa_optimizer: str = "prodigy"
+    besa_lr: float = 1.0
+    besa_d_coef: float = 5.0
+    besa_smoothing: str = "none"
+    besa_init_width: float = 0.1
+    besa_reconstruct: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0):
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.nm is not None:
+            n, m = self.nm
+            if not 0 < n < m:
+                raise ValueError(f"N:M pattern needs 0 < N < M, got {n}:{m}")
+            if abs(self.sparsity - (1 - n / m)) > 1e-9:
+                raise ValueError(f"N:M {n}:{m} implies sparsity {1 - n / m:g}, but sparsity is {self.sparsity:g}")
+            if self.method == "besa" or self.profile is not None:
+                raise ValueError("an N:M pattern cannot be combined with besa or a sparsity profile")
+        if self.profile is not None and self.method == "besa":
+            raise ValueError("--profile applies to magnitude, wanda and sparsegpt (BESA learns its own)")
+        self._check_besa()
+
+    def _check_besa(self) -> None:
+        if self.besa_allocation not in ("row", "layer"):
+            raise ValueError(f"allocation must be row or layer, got {self.besa_allocation!r}")
+        if self.besa_importance not in IMPORTANCE:
+            raise ValueError(f"BESA importance must be one of {', '.join(IMPORTANCE)}")
+        if self.besa_optimizer not in ("prodigy", "adamw"):
+            raise ValueError(f"optimizer must be prodigy or adamw, got {self.besa_optimizer!r}")
+        if self.besa_smoothing not in ("none", "sigmoid"):
+            raise ValueError(f"smoothing must be none or sigmoid, got {self.besa_smoothing!r}")
+        if not 0.0 < self.besa_step <= 0.5:
+            raise ValueError(f"candidate step must be in (0, 0.5], got {self.besa_step}")
+        if self.besa_epochs < 0 or self.besa_batch < 1 or self.forward_batch < 1:
+            raise ValueError("epochs must be >= 0 and batch sizes >= 1")
+
+    def hyperparameters(self) -> dict:
+        """The settings relevant to ``method`` (for the manifest)."""
+        out = {"sparsity": self.sparsity, "nm": None if self.nm is None else f"{self.nm[0]}:{self.nm[1]}",
+               "profile": None if self.profile is None else "per-layer", "seed": self.seed}
+        if self.method == "sparsegpt" or (self.method == "besa" and self.besa_reconstruct):
+            out.update(blocksize=self.sparsegpt_blocksize, percdamp=self.sparsegpt_percdamp)
+        if self.method == "besa":
+            out.update({k[5:]: v for k, v in self.__dict__.items() if k.startswith("besa_")})
+        out["weights_updated"] = self.updates_weights
+        return out
+
+    @property
+    def updates_weights(self) -> bool:
+        """True when kept weights change (SparseGPT's update), so masks alone do not reproduce the model."""
+        return self.method == "sparsegpt" or (self.method == "besa" and self.besa_reconstruct)

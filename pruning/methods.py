@@ -1,0 +1,120 @@
+"""Per-block pruning rules. Each takes a :class:`BlockJob` and returns op -> keep mask,
+updating the block's weights in place (mask applied, and for SparseGPT the OBS update)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pruning.besa import AllocationLearner, learn_allocation
+from pruning.config import PruneConfig
+from pruning.masks import mask_from_row_counts, nm_mask, rowwise_mask
+from pruning.metrics import magnitude_score, sparsegpt_diag_score, wanda_score
+from pruning.sparsegpt import sparsegpt_prune
+from pruning.stats import InputStats
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BlockJob:
+    """What a method sees of one block."""
+
+    index: int
+    block: nn.Module
+    linears: dict[str, nn.Linear]
+    targets: dict[str, float]               # op -> target sparsity
+    config: PruneConfig
+    stats: dict[str, InputStats] = field(default_factory=dict)
+    inputs: torch.Tensor | None = None      # (N, T, H) block inputs (outputs of pruned blocks before)
+    dense_out: torch.Tensor | None = None   # (N, T, H) outputs of this block while still dense
+    kwargs: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # method-specific results to log/report
+
+
+def _score_mask(job: BlockJob, op: str, score: torch.Tensor) -> torch.Tensor:
+    cfg = job.config
+    if cfg.nm is not None:
+        return nm_mask(score, *cfg.nm)
+    return rowwise_mask(score, job.targets[op])
+
+
+def prune_magnitude(job: BlockJob) -> dict[str, torch.Tensor]:
+    """|W| ranked within each row (no data needed)."""
+    return {op: _score_mask(job, op, magnitude_score(lin.weight)) for op, lin in job.linears.items()}
+
+
+def prune_wanda(job: BlockJob) -> dict[str, torch.Tensor]:
+    """Wanda (arXiv 2306.11695): |W| * ||X||_2 ranked within each output row."""
+    return {op: _score_mask(job, op, wanda_score(lin.weight, job.stats[op].sq_mean))
+            for op, lin in job.linears.items()}
+
+
+def prune_sparsegpt(job: BlockJob) -> dict[str, torch.Tensor]:
+    """SparseGPT (arXiv 2301.00774): OBS pruning with weight update, per Linear."""
+    cfg, masks = job.config, {}
+    for op, lin in job.linears.items():
+        w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, sparsity=job.targets[op], nm=cfg.nm,
+                                  blocksize=cfg.sparsegpt_blocksize, percdamp=cfg.sparsegpt_percdamp)
+        lin.weight.data.copy_(w)
+        masks[op] = keep
+    return masks
+
+
+def _importance(job: BlockJob, op: str) -> torch.Tensor:
+    kind, w = job.config.besa_importance, job.linears[op].weight
+    if kind == "wanda":
+        return wanda_score(w, job.stats[op].sq_mean)
+    if kind == "sparsegpt":
+        return sparsegpt_diag_score(w, job.stats[op].hessian, job.config.sparsegpt_percdamp)
+    return magnitude_score(w)
+
+
+def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
+    """BESA (arXiv 2402.16880): learned row/layer sparsity, optionally followed by OBS reconstruction."""
+    cfg, target = job.config, job.config.sparsity
+    scores = {op: _importance(job, op) for op in job.linears}
+    if target == 0.0:
+        return {op: torch.ones_like(s, dtype=torch.bool) for op, s in scores.items()}
+    names = {op: f"{n}.weight" for op in job.linears for n, m in job.block.named_modules() if m is job.linears[op]}
+    learner = AllocationLearner({names[op]: lin.weight for op, lin in job.linears.items()},
+                                {names[op]: scores[op] for op in job.linears}, target,
+                                allocation=cfg.besa_allocation, step=cfg.besa_step,
+                                smoothing=cfg.besa_smoothing, init_width=cfg.besa_init_width)
+    with torch.enable_grad():
+        losses = learn_allocation(job.block, learner, job.inputs, job.dense_out, job.kwargs, target=target,
+                                  epochs=cfg.besa_epochs, beta=cfg.besa_beta, batch=cfg.besa_batch,
+                                  optimizer=cfg.besa_optimizer, lr=cfg.besa_lr, d_coef=cfg.besa_d_coef,
+                                  seed=cfg.seed + job.index)
+    counts = learner.final_counts(target)
+    job.info["besa_loss"] = (losses[0], losses[-1]) if losses else None
+    masks = {}
+    for (op, lin), cnt in zip(job.linears.items(), counts):
+        if cfg.besa_reconstruct:
+            w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, row_prune_counts=cnt,
+                                      blocksize=cfg.sparsegpt_blocksize, percdamp=cfg.sparsegpt_percdamp)
+            lin.weight.data.copy_(w)
+            masks[op] = keep
+        else:
+            masks[op] = mask_from_row_counts(scores[op], cnt)
+    return masks
+
+
+METHOD_FNS: dict[str, Callable[[BlockJob], dict[str, torch.Tensor]]] = {
+    "magnitude": prune_magnitude, "wanda": prune_wanda, "sparsegpt": prune_sparsegpt, "besa": prune_besa,
+}
+
+
+def needs_data(cfg: PruneConfig) -> bool:
+    """Magnitude pruning needs no calibration pass."""
+    return cfg.method != "magnitude"
+
+
+def needs_hessian(cfg: PruneConfig) -> bool:
+    """X^T X is needed by SparseGPT, BESA reconstruction and the sparsegpt importance score."""
+    return cfg.method == "sparsegpt" or (cfg.method == "besa" and (
+        cfg.besa_reconstruct or cfg.besa_importance == "sparsegpt"))

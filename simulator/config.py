@@ -1,0 +1,197 @@
+"""Hardware configuration of the simulated sparse accelerator.
+
+A frozen dataclass is the single source of truth; presets are TOML files under
+``configs/hw/`` and the CLI applies ``--set key=value`` overrides checked against
+the dataclass fields.  Field names carry their units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = [
+    "HardwareConfig",
+    "PRESET_DIR",
+    "available_presets",
+    "load_hardware",
+    "apply_overrides",
+    "parse_overrides",
+]
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "hw"
+DEFAULT_PRESET = "besa-64x64"
+
+SPLIT_POLICIES = ("proportional", "fixed")
+COLUMN_SPLITS = ("auto", "threshold", "all-sparse", "all-dense")
+SPARSE_FORMATS = ("csr", "bitmap")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """A ViTCoD-style accelerator (arXiv 2210.09573) with a dense and a sparse engine.
+
+    Weight columns denser than the split point run on the dense engine (zeros
+    included); the rest run on the sparse engine, which skips zeros but pays for
+    index storage/decoding and load imbalance between its PE lanes.
+    """
+
+    name: str = "custom"
+    freq_mhz: float = 500.0
+    pe_rows: int = 64
+    pe_cols: int = 64
+    # How PEs are split between the engines: "proportional" to each side's MACs
+    # (ViTCoD), or "fixed" with `dense_pe_fraction` of the array on the dense side.
+    split_policy: str = "proportional"
+    dense_pe_fraction: float = 0.5
+    # Which weight columns go to the dense engine: "auto" searches the split that
+    # minimises latency; "threshold" sends columns with density >= dense_column_threshold.
+    column_split: str = "auto"
+    dense_column_threshold: float = 0.75
+    # Sparse-engine cycles per nonzero MAC (>= 1): index decode throughput.
+    sparse_cycles_per_nnz: float = 1.0
+    weight_sram_kib: float = 53.0
+    index_sram_kib: float = 20.0
+    act_sram_kib: float = 53.0
+    out_sram_kib: float = 108.0
+    dram_gbps: float = 76.8
+    weight_bits: int = 8
+    act_bits: int = 8
+    index_bits: int = 16
+    sparse_format: str = "csr"
+    double_buffer: bool = True
+    # Energy per operation, 45 nm (Horowitz, ISSCC 2014).
+    mac_pj: float = 0.23
+    sram_pj_per_byte: float = 1.25
+    dram_pj_per_byte: float = 160.0
+
+    def __post_init__(self) -> None:
+        for f in ("freq_mhz", "weight_sram_kib", "index_sram_kib", "act_sram_kib",
+                  "out_sram_kib", "dram_gbps", "sparse_cycles_per_nnz"):
+            value = getattr(self, f)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"hardware: {f} must be a positive number, got {value!r}")
+        for f in ("pe_rows", "pe_cols", "weight_bits", "act_bits", "index_bits"):
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"hardware: {f} must be a positive integer, got {value!r}")
+        for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"hardware: {f} must be >= 0, got {getattr(self, f)!r}")
+        _check_choice("split_policy", self.split_policy, SPLIT_POLICIES)
+        _check_choice("column_split", self.column_split, COLUMN_SPLITS)
+        _check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
+        if not 0.0 < self.dense_pe_fraction < 1.0:
+            raise ValueError(f"hardware: dense_pe_fraction must be in (0, 1), got {self.dense_pe_fraction}")
+        if not 0.0 <= self.dense_column_threshold <= 1.0:
+            raise ValueError(
+                f"hardware: dense_column_threshold must be in [0, 1], got {self.dense_column_threshold}")
+        if self.sparse_cycles_per_nnz < 1.0:
+            raise ValueError("hardware: sparse_cycles_per_nnz must be >= 1 (one MAC per PE per cycle)")
+
+    @property
+    def num_pes(self) -> int:
+        return self.pe_rows * self.pe_cols
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        """GB/s divided by MHz: bytes the DRAM channel moves per clock cycle."""
+        return self.dram_gbps * 1e9 / (self.freq_mhz * 1e6)
+
+    def buffer_bytes(self, kind: str) -> int:
+        """Usable bytes of one SRAM buffer ("weight", "index", "act", "out") for one tile.
+
+        With double buffering, half of the weight and index buffers is being filled
+        while the engines read the other half.
+        """
+        kib = getattr(self, f"{kind}_sram_kib")
+        halves = 2 if self.double_buffer and kind in ("weight", "index") else 1
+        return int(kib * 1024) // halves
+
+    def cycles_to_us(self, cycles: float) -> float:
+        return cycles / self.freq_mhz
+
+
+def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"hardware: {field} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"hardware file {path}: invalid TOML ({exc})") from None
+    # Allow either a flat table or everything under [hardware].
+    return dict(data.get("hardware", data))
+
+
+def load_hardware(spec: str | Path | None = None, overrides: dict[str, Any] | None = None) -> HardwareConfig:
+    """Load a preset by name (``besa-64x64``) or from a TOML path, then apply overrides."""
+    spec = DEFAULT_PRESET if spec is None else spec
+    path = Path(spec)
+    if path.suffix != ".toml":
+        path = PRESET_DIR / f"{spec}.toml"
+        if not path.is_file():
+            raise ValueError(
+                f"unknown hardware preset {str(spec)!r}; choose one of {', '.join(available_presets())} "
+                "or give a path to a .toml file")
+    elif not path.is_file():
+        raise FileNotFoundError(f"hardware file not found: {path}")
+    values = _read_toml(path)
+    values.setdefault("name", path.stem)
+    return apply_overrides(HardwareConfig(), {**values, **(overrides or {})})
+
+
+def apply_overrides(base: HardwareConfig, values: dict[str, Any]) -> HardwareConfig:
+    """Return ``base`` with fields replaced; unknown keys and wrong types raise ValueError."""
+    fields = {f.name: f for f in dataclasses.fields(HardwareConfig)}
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        key = key.removeprefix("hardware.")
+        if key not in fields:
+            raise ValueError(f"unknown hardware key {key!r}; valid keys: {', '.join(fields)}")
+        clean[key] = _coerce(key, value, type(getattr(base, key)))
+    return dataclasses.replace(base, **clean)
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        try:
+            if kind is bool:
+                if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError
+                return text in ("true", "1", "yes", "on")
+            return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+        except ValueError:
+            raise ValueError(f"hardware: {key} expects {kind.__name__}, got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is not type(value):
+        raise ValueError(f"hardware: {key} expects {kind.__name__}, got {value!r}")
+    return value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """Parse ``["key=value", ...]`` from the command line."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out

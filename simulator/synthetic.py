@@ -1,0 +1,112 @@
+"""Synthetic masks for model shapes that cannot be pruned here (LLaMA-7B/13B/70B).
+
+An allocation profile gives each op a target sparsity: uniform, per layer (a JSON
+file), and optionally per row, drawn around the layer's sparsity from a
+distribution (to mimic BESA's row-wise allocation).  Masks are Bernoulli draws
+with a 1/65536 resolution, generated from raw PCG64 output (fast enough to stream
+all of LLaMA-7B).  Each op gets its own seed, so a mask does not depend on which
+other ops are simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from simulator.workload import OP_NAMES, MaskLoader, ModelShape, model_ops, module_path, LayerOp
+
+__all__ = ["AllocationProfile", "load_profile", "synthetic_ops", "bernoulli_mask"]
+
+ROW_DISTRIBUTIONS = ("none", "uniform", "normal")
+
+
+@dataclass(frozen=True)
+class AllocationProfile:
+    """Target sparsity per op: ``per_layer`` (module path or op type) overrides ``sparsity``.
+
+    ``row_spread`` > 0 draws each row's sparsity around the layer's: uniform on
+    [s - spread, s + spread] or normal with std ``spread``, clipped to [0, 0.99]
+    and recentred so the layer keeps its target.
+    """
+
+    sparsity: float = 0.5
+    per_layer: dict[str, float] = field(default_factory=dict)
+    row_distribution: str = "none"
+    row_spread: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key, s in {"sparsity": self.sparsity, **self.per_layer}.items():
+            if not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
+                raise ValueError(f"profile: sparsity of {key} must be in [0, 1), got {s!r}")
+        if self.row_distribution not in ROW_DISTRIBUTIONS:
+            raise ValueError(f"profile: row distribution must be one of {', '.join(ROW_DISTRIBUTIONS)}")
+        if not 0.0 <= self.row_spread < 0.5:
+            raise ValueError(f"profile: row spread must be in [0, 0.5), got {self.row_spread}")
+
+    def layer_sparsity(self, block: int, op: str) -> float:
+        path = module_path(block, op)
+        return float(self.per_layer.get(path, self.per_layer.get(op, self.sparsity)))
+
+
+def load_profile(path: str | Path) -> dict[str, float]:
+    """Per-layer sparsities from JSON: ``{module_path_or_op: s}`` or a run's manifest.json."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"profile not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"profile {path}: invalid JSON ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("layers"), dict):  # a manifest.json
+        data = {k: v.get("achieved_sparsity", v.get("target_sparsity")) for k, v in data["layers"].items()}
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"profile {path}: expected a JSON object mapping layer names to sparsities")
+    bad = [k for k in data if k not in OP_NAMES and not k.startswith("model.layers.")]
+    if bad:
+        raise ValueError(f"profile {path}: {bad[0]!r} is neither an op type ({', '.join(OP_NAMES)}) "
+                         "nor a module path like model.layers.0.mlp.down_proj")
+    return {k: float(v) for k, v in data.items()}
+
+
+def _row_sparsity(rng: np.random.Generator, rows: int, s: float, profile: AllocationProfile) -> np.ndarray:
+    if profile.row_distribution == "none" or profile.row_spread == 0.0:
+        return np.full(rows, s)
+    if profile.row_distribution == "uniform":
+        r = rng.uniform(s - profile.row_spread, s + profile.row_spread, rows)
+    else:
+        r = rng.normal(s, profile.row_spread, rows)
+    r = np.clip(r - (r.mean() - s), 0.0, 0.99)
+    return r
+
+
+def bernoulli_mask(shape: tuple[int, int], row_sparsity: np.ndarray | float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Keep-mask with P(keep) = 1 - sparsity (per row when an array is given)."""
+    out_f, in_f = shape
+    n = out_f * in_f
+    words = rng.bit_generator.random_raw(-(-n // 4))  # 4 uint16 draws per uint64
+    u = words.view(np.uint16)[:n].reshape(out_f, in_f)
+    thresh = np.round(np.asarray(row_sparsity, dtype=np.float64) * 65536).astype(np.uint32)
+    if thresh.ndim == 0:
+        return u >= thresh
+    return u >= thresh[:, None].astype(np.uint16) if thresh.max() < 65536 else u >= thresh[:, None]
+
+
+def _loader(shape: tuple[int, int], block: int, op: str, profile: AllocationProfile) -> MaskLoader:
+    def load() -> np.ndarray:
+        key = zlib.crc32(module_path(block, op).encode())
+        rng = np.random.Generator(np.random.PCG64([profile.seed, key]))
+        rows = _row_sparsity(rng, shape[0], profile.layer_sparsity(block, op), profile)
+        return bernoulli_mask(shape, rows if profile.row_spread else float(rows[0]), rng)
+    return load
+
+
+def synthetic_ops(shape: ModelShape, tokens: int, profile: AllocationProfile,
+                  blocks: range | None = None) -> list[LayerOp]:
+    """Ops of `shape` with lazily generated masks following `profile`."""
+    return model_ops(shape, tokens, lambda b, op, s: _loader(s, b, op, profile), blocks)
