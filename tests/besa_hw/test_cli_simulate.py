@@ -1,0 +1,76 @@
+import os
+from pathlib import Path
+
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from besa_hw.cli import main
+
+GOLDEN = Path(__file__).parents[1] / "simulator" / "golden" / "smollm2_2blocks_decode.csv"
+REQUIRED = ["block", "op", "out_features", "in_features", "tokens", "nnz", "sparsity", "dense_cycles",
+            "sparse_cycles", "speedup", "memory_cycles", "stall_cycles", "utilization", "dram_bytes",
+            "energy_pj", "bound"]
+
+
+def test_simulate_writes_layers_and_summary(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["simulate", "--shape", "smollm2-135m", "--blocks", "2", "--out", str(out)]) == 0
+    layers = pd.read_csv(out / "layers.csv")
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(REQUIRED) <= set(layers.columns)
+    assert len(layers) == 14 and list(layers.op[:7]) == ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                          "gate_proj", "up_proj", "down_proj"]
+    assert summary.op.iloc[-1] == "total"
+    assert summary.speedup.iloc[-1] == pytest.approx(layers.dense_cycles.sum() / layers.sparse_cycles.sum())
+    printed = capsys.readouterr().out
+    assert "down_proj" in printed and "end-to-end speedup" in printed
+
+
+def test_golden_layers_csv(tmp_path):
+    """The whole per-layer table for a fixed synthetic workload (scale-sim style golden trace)."""
+    out = tmp_path / "sim"
+    assert main(["simulate", "--shape", "smollm2-135m", "--blocks", "2", "--quiet", "--out", str(out)]) == 0
+    got = pd.read_csv(out / "layers.csv")
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(got.to_csv(index=False))
+    pdt.assert_frame_equal(got, pd.read_csv(GOLDEN), check_exact=False, rtol=1e-9)
+
+
+def test_compute_only_prefill_and_vitcod(tmp_path):
+    out = tmp_path / "sim"
+    args = ["simulate", "--shape", "llama-7b", "--blocks", "1", "--compute-only", "--hw", "vitcod-64x8",
+            "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    layers = pd.read_csv(out / "layers.csv")
+    assert (layers.memory_cycles == 0).all() and (layers.bound == "compute").all()
+    # 512 PEs, one token: dense cycles = out * in / 512.
+    assert list(layers.dense_cycles) == [o * i // 512 for o, i in zip(layers.out_features, layers.in_features)]
+
+
+def assert_one_line_error(capsys, args, text, out_dir=None):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err and text in err, err
+    assert out_dir is None or not out_dir.exists()
+
+
+@pytest.mark.parametrize("extra,text", [
+    (["--hw", "tpu-v9"], "unknown hardware preset 'tpu-v9'"),
+    (["--set", "pe_colz=4"], "unknown hardware key 'pe_colz'"),
+    (["--set", "pe_rows=-4"], "pe_rows must be a positive integer"),
+    (["--set", "act_sram_kib=0.1"], "activation buffer"),
+    (["--tokens", "0"], "tokens must be a positive integer"),
+    (["--sparsity", "1.5"], "sparsity of sparsity must be in [0, 1)"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, text):
+    out = tmp_path / "sim"
+    assert_one_line_error(capsys, ["simulate", "--shape", "llama-7b", "--blocks", "1", "--out", str(out)] + extra,
+                          text, out)
+
+
+def test_missing_run_folder_and_unknown_shape(tmp_path, capsys):
+    assert_one_line_error(capsys, ["simulate", "--run", str(tmp_path / "nope")], "run folder not found")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(capsys, ["simulate", "--run", str(tmp_path / "empty")], "manifest.json is missing")
+    assert_one_line_error(capsys, ["simulate", "--shape", "gpt-5"], "unknown model shape 'gpt-5'")

@@ -1,0 +1,117 @@
+"""Hand-checkable cycle counts and invariants of the compute model."""
+
+import numpy as np
+import pytest
+
+from simulator import LayerOp, Simulator, apply_overrides, load_hardware
+from simulator.accelerator import Accelerator
+from simulator.engines import sparse_lanes, split_pes
+from simulator.tiling import plan_op
+
+
+@pytest.fixture(scope="module")
+def hw():
+    return load_hardware("besa-64x64")
+
+
+def op_with(mask, tokens=1):
+    return LayerOp(0, "q_proj", mask.shape[0], mask.shape[1], tokens, lambda: mask)
+
+
+@pytest.mark.parametrize("shape,cycles", [((4096, 4096), 4096), ((11008, 4096), 11008), ((4096, 11008), 11008)])
+def test_compute_only_dense_gemv_on_64x64(hw, shape, cycles):
+    # One token, 4096 PEs: out*in MACs / 4096 PEs (the BESA code's baseline bug would give 4096 for 11008x4096).
+    res = Simulator(hw, compute_only=True).run_op(LayerOp(0, "gate_proj", *shape, 1))
+    assert res.dense_cycles == cycles
+    assert res.sparse_cycles == cycles
+    assert res.speedup == 1.0
+
+
+@pytest.mark.parametrize("compute_only", [True, False])
+@pytest.mark.parametrize("preset", ["besa-64x64", "vitcod-64x8"])
+def test_fully_dense_mask_gives_speedup_one(preset, compute_only):
+    hw = load_hardware(preset)
+    res = Simulator(hw, compute_only=compute_only).run_op(op_with(np.ones((256, 512), dtype=bool), tokens=4))
+    assert res.speedup == pytest.approx(1.0)
+    assert res.nnz == 256 * 512
+
+
+@pytest.mark.parametrize("compute_only", [True, False])
+@pytest.mark.parametrize("fmt", ["csr", "bitmap"])
+def test_cycles_never_rise_with_sparsity(hw, compute_only, fmt):
+    sim = Simulator(apply_overrides(hw, {"sparse_format": fmt}), compute_only=compute_only)
+    u = np.random.default_rng(0).random((512, 1024))
+    cycles = [sim.run_op(op_with(u >= s)).sparse_cycles for s in np.arange(0.0, 0.95, 0.1)]
+    assert all(b <= a for a, b in zip(cycles, cycles[1:])), cycles
+    assert cycles[-1] < cycles[0]
+
+
+def test_uneven_rows_cost_more_than_even_at_equal_nnz(hw):
+    hw = apply_overrides(hw, {"column_split": "all-sparse"})
+    rng = np.random.default_rng(1)
+    rows, cols = 512, 1024
+    even = np.zeros((rows, cols), dtype=bool)
+    uneven = np.zeros((rows, cols), dtype=bool)
+    for r in range(rows):
+        even[r, rng.choice(cols, 512, replace=False)] = True
+        uneven[r, rng.choice(cols, 256 if r % 2 else 768, replace=False)] = True
+    assert even.sum() == uneven.sum()
+    sim = Simulator(hw, compute_only=True)
+    r_even, r_uneven = sim.run_op(op_with(even)), sim.run_op(op_with(uneven))
+    assert r_uneven.sparse_cycles > r_even.sparse_cycles
+    assert r_even.load_imbalance == pytest.approx(1.0)
+    assert r_uneven.load_imbalance > 1.2
+
+
+def test_half_sparse_random_skipping_zeros_is_bounded_by_two(hw):
+    mask = np.random.default_rng(0).random((4096, 4096)) >= 0.5
+    res = Simulator(hw, compute_only=True).run_op(op_with(mask))
+    assert res.dense_cycles == 4096
+    assert 1.5 < res.speedup <= 2.0
+
+
+def test_tiny_bandwidth_makes_decode_memory_bound(hw):
+    hw = apply_overrides(hw, {"dram_gbps": 0.05})
+    mask = np.random.default_rng(0).random((1024, 1024)) >= 0.5
+    res = Simulator(hw).run_op(op_with(mask))
+    assert res.bound == "memory"
+    ideal = res.dram_bytes / hw.dram_bytes_per_cycle
+    # Latency is the DRAM time plus at most the last tile's compute (pipeline drain).
+    assert ideal <= res.sparse_cycles <= ideal + res.compute_cycles / 10 + 2
+
+
+@pytest.mark.parametrize("double_buffer", [True, False])
+def test_simpy_equals_analytic_without_contention(hw, double_buffer):
+    hw = apply_overrides(hw, {"double_buffer": double_buffer})
+    mask = np.random.default_rng(2).random((700, 900)) >= np.linspace(0.2, 0.8, 900)
+    row_nnz = mask.sum(axis=1)
+    plan = plan_op(700, 900, 3, hw, 100, row_nnz - mask[:, :100].sum(axis=1), max_steps=64)
+    acc = Accelerator(hw, compute_only=True)
+    res = acc.run(plan)
+    assert res.total_cycles == int(np.ceil(plan.compute_cycles - 1e-6))
+    assert res.stall_cycles == 0 and res.memory_cycles == 0
+    assert res.dense_engine_cycles == int(np.ceil(plan.dense_cycles.sum() - 1e-6))
+    assert res.sparse_engine_cycles == int(np.ceil(plan.sparse_cycles.sum() - 1e-6))
+
+
+def test_single_buffer_serialises_load_and_compute(hw):
+    mask = np.random.default_rng(3).random((512, 512)) >= 0.5
+    single = Simulator(apply_overrides(hw, {"double_buffer": False})).run_op(op_with(mask, tokens=64))
+    double = Simulator(hw).run_op(op_with(mask, tokens=64))
+    assert single.sparse_cycles > double.sparse_cycles
+
+
+def test_split_pes_policies():
+    assert split_pes(4096, 0, 10, "proportional", 0.5) == (0, 4096)
+    assert split_pes(4096, 10, 0, "proportional", 0.5) == (4096, 0)
+    assert split_pes(4096, 3, 1, "proportional", 0.5) == (3072, 1024)
+    assert split_pes(4096, 3, 1, "fixed", 0.25) == (1024, 3072)
+
+
+def test_sparse_lanes_round_robin_sums_rows_per_lane():
+    # 6 rows per tile on 4 PEs: lanes get rows {0,4}, {1,5}, {2}, {3}.
+    load, ppl = sparse_lanes(np.array([1, 2, 3, 4, 5, 6]), rows_per_tile=6, pes=4)
+    assert load.tolist() == [8] and ppl.tolist() == [1.0]
+    # 2 rows per tile on 8 PEs: each row gets 4 PEs; lane load = the larger row.
+    load, ppl = sparse_lanes(np.array([3, 9, 4, 4]), rows_per_tile=2, pes=8)
+    assert load.tolist() == [9, 4] and ppl.tolist() == [4.0, 4.0]
