@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     add_workload_args(p)
     add_hardware_args(p)
-    p.add_argument("--out", metavar="DIR", help="write DIR/layers.csv, DIR/summary.csv, DIR/hardware.json")
+    p.add_argument("--out", metavar="DIR",
+                   help="write DIR/layers.csv, summary.csv (per op type), blocks.csv, hardware.json")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=run)
 
@@ -52,8 +53,14 @@ def workload_spec(args: argparse.Namespace):
     from besa_hw.pipeline import WorkloadSpec
     from simulator.synthetic import AllocationProfile, load_profile
 
-    if args.run is not None and not Path(args.run).is_dir():
-        raise FileNotFoundError(f"run folder not found: {args.run}")
+    if args.run is not None:
+        if not Path(args.run).is_dir():
+            raise FileNotFoundError(f"run folder not found: {args.run}")
+        synthetic = {"--sparsity": args.sparsity != 0.5, "--profile": args.profile is not None,
+                     "--row-dist": args.row_dist != "none", "--row-spread": args.row_spread != 0.0}
+        used = [flag for flag, given in synthetic.items() if given]
+        if used:
+            raise ValueError(f"{used[0]} applies to synthetic masks (--shape), not to --run")
     per_layer = load_profile(args.profile) if args.profile else {}
     profile = AllocationProfile(args.sparsity, per_layer, args.row_dist, args.row_spread, args.seed)
     return WorkloadSpec(run_dir=args.run, shape=args.shape, profile=profile, phase=args.phase,
@@ -68,6 +75,7 @@ def hardware(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from besa_hw.pipeline import build_ops, simulate, write_json, write_table
+    from simulator import summarize
 
     hw = hardware(args)
     spec = workload_spec(args)
@@ -88,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         write_table(layers, out / "layers.csv")
         write_table(summary, out / "summary.csv")
+        write_table(summarize(layers, by="block"), out / "blocks.csv")
         write_json(hw, out / "hardware.json")
-        print(f"wrote {out}/layers.csv, summary.csv, hardware.json")
+        print(f"wrote {out}/layers.csv, summary.csv, blocks.csv, hardware.json")
     return 0

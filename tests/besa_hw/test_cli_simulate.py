@@ -22,6 +22,9 @@ def test_simulate_writes_layers_and_summary(tmp_path, capsys):
     assert len(layers) == 14 and list(layers.op[:7]) == ["q_proj", "k_proj", "v_proj", "o_proj",
                                                           "gate_proj", "up_proj", "down_proj"]
     assert summary.op.iloc[-1] == "total"
+    blocks = pd.read_csv(out / "blocks.csv")
+    assert list(blocks.block) == ["0", "1", "total"] or list(blocks.block.astype(str)) == ["0", "1", "total"]
+    assert blocks.dense_cycles.iloc[-1] == layers.dense_cycles.sum()
     assert summary.speedup.iloc[-1] == pytest.approx(layers.dense_cycles.sum() / layers.sparse_cycles.sum())
     printed = capsys.readouterr().out
     assert "down_proj" in printed and "end-to-end speedup" in printed
@@ -74,3 +77,5 @@ def test_missing_run_folder_and_unknown_shape(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(capsys, ["simulate", "--run", str(tmp_path / "empty")], "manifest.json is missing")
     assert_one_line_error(capsys, ["simulate", "--shape", "gpt-5"], "unknown model shape 'gpt-5'")
+    assert_one_line_error(capsys, ["simulate", "--run", str(tmp_path / "empty"), "--sparsity", "0.7"],
+                          "--sparsity applies to synthetic masks")
