@@ -11,7 +11,7 @@ import pandas as pd
 
 from simulator.accelerator import Accelerator, SimResult
 from simulator.config import HardwareConfig
-from simulator.partition import mask_stats
+from simulator.partition import MaskStats, mask_stats
 from simulator.tiling import Plan, plan_op
 from simulator.workload import LayerOp
 
@@ -75,23 +75,29 @@ class Simulator:
             self._dense[key] = (plan, self.accelerator.run(plan))
         return self._dense[key]
 
-    def sparse_plan(self, mask: np.ndarray, tokens: int) -> Plan:
+    def stats(self, op: LayerOp) -> MaskStats | None:
+        """Mask statistics of an op (None when dense); reusable across hardware points
+        that share ``column_split`` and ``dense_column_threshold``."""
+        mask = op.mask()
+        return None if mask is None else mask_stats(mask, self.hw)
+
+    def sparse_plan(self, stats: MaskStats, tokens: int) -> Plan:
         """Plan of the column split with the lowest estimated latency."""
-        stats = mask_stats(mask, self.hw)
         plans = [plan_op(stats.out_features, stats.in_features, tokens, self.hw, k,
                          stats.row_nnz_sparse(c), self.max_steps)
                  for c, k in enumerate(stats.dense_cols)]
         bpc = self.accelerator.bytes_per_cycle
         return min(plans, key=lambda p: p.estimate_cycles(bpc, self.hw.double_buffer))
 
-    def run_op(self, op: LayerOp) -> OpResult:
-        mask = op.mask()
+    def run_op(self, op: LayerOp, stats: MaskStats | None = None) -> OpResult:
+        """Simulate one op; pass precomputed `stats` to skip reading its mask."""
+        stats = self.stats(op) if stats is None else stats
         dense_plan, dense_res = self.dense(op.out_features, op.in_features, op.tokens)
-        if mask is None:
+        if stats is None:
             plan, res, nnz = dense_plan, dense_res, op.out_features * op.in_features
         else:
-            plan = self.sparse_plan(mask, op.tokens)
-            res, nnz = self.accelerator.run(plan), int(np.count_nonzero(mask))
+            plan = self.sparse_plan(stats, op.tokens)
+            res, nnz = self.accelerator.run(plan), stats.nnz
         return self._row(op, nnz, plan, res, dense_plan, dense_res)
 
     def run(self, ops: Iterable[LayerOp], callback: Callable[[OpResult], None] | None = None) -> list[OpResult]:

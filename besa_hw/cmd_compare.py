@@ -1,0 +1,60 @@
+"""``besa-hw compare``: several sparsity allocations side by side on the same hardware."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from besa_hw.cmd_simulate import add_hardware_args, hardware
+
+SHOWN = ["name", "method", "ppl", "achieved_sparsity", "speedup_decode", "speedup_prefill",
+         "load_imbalance_decode", "energy_saving_decode"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare sparsity allocations (runs or profiles) on the same hardware",
+                       description="Simulate several pruning runs, or per-layer allocation profiles on a model "
+                                   "shape, on the same hardware and report them side by side.")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="pruning run folders")
+    p.add_argument("--names", nargs="+", help="labels for the runs (default: folder names)")
+    p.add_argument("--shape", help="model shape for --profiles (synthetic masks)")
+    p.add_argument("--profiles", nargs="+", metavar="FILE.json", help="per-layer sparsity profiles to compare")
+    p.add_argument("--sparsity", type=float, default=0.5, help="profiles: sparsity of layers a profile omits")
+    p.add_argument("--seed", type=int, default=0, help="profiles: mask seed")
+    p.add_argument("--phase", choices=("decode", "prefill", "both"), default="both")
+    p.add_argument("--blocks", type=int, help="only the first N transformer blocks")
+    add_hardware_args(p)
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="write DIR/compare.csv, allocations.csv, layers.csv and figures")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from besa_hw import compare as cmp
+    from besa_hw import figures
+    from besa_hw.pipeline import write_table
+    from simulator.synthetic import AllocationProfile
+
+    phases = ("decode", "prefill") if args.phase == "both" else (args.phase,)
+    if args.runs and (args.shape or args.profiles):
+        raise ValueError("give either run folders or --shape with --profiles, not both")
+    if args.runs:
+        cands = cmp.candidates_from_runs(args.runs, phases, args.names, args.blocks)
+    elif args.shape and args.profiles:
+        cands = cmp.candidates_from_profiles(args.shape, args.profiles, AllocationProfile(args.sparsity, seed=args.seed),
+                                             phases, args.blocks)
+    else:
+        raise ValueError("nothing to compare: give run folders, or --shape NAME --profiles A.json B.json")
+    hw = hardware(args)
+    table, alloc, layers = cmp.compare(cands, hw, args.compute_only, progress=True)
+    out = Path(args.out)
+    write_table(table, out / "compare.csv")
+    write_table(alloc, out / "allocations.csv")
+    write_table(layers, out / "layers.csv")
+    figures.tradeoff(table, out / "tradeoff.png")
+    figures.allocation_overlay(alloc, out / "allocations.png")
+    shown = [c for c in SHOWN if c in table.columns]
+    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\n{len(table)} allocations on {hw.name}; wrote {out}/compare.csv, allocations.csv, layers.csv, "
+          "tradeoff.png, allocations.png")
+    return 0

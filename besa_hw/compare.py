@@ -1,0 +1,104 @@
+"""Compare sparsity allocations: several runs (or profiles) on the same hardware."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from besa_hw.pipeline import WorkloadSpec, build_ops, simulate
+from simulator import HardwareConfig
+from simulator.synthetic import AllocationProfile, load_profile
+from simulator.workload import OP_NAMES, read_manifest
+
+__all__ = ["Candidate", "candidates_from_runs", "candidates_from_profiles", "compare"]
+
+_SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One allocation to compare: a workload per phase plus what the run recorded."""
+
+    name: str
+    specs: dict[str, WorkloadSpec]  # phase -> workload
+    method: str = ""
+    ppl: float = float("nan")
+    dense_ppl: float = float("nan")
+
+
+def _ppl(manifest: dict, key: str) -> float:
+    value = (manifest.get("perplexity") or {}).get(key)
+    return float(value) if value is not None else float("nan")
+
+
+def candidates_from_runs(run_dirs: Sequence[str], phases: Sequence[str], names: Sequence[str] | None = None,
+                         blocks: int | None = None) -> list[Candidate]:
+    """Candidates from pruning run folders; runs of different models are refused."""
+    names = list(names) if names else [Path(r).name for r in run_dirs]
+    if len(names) != len(run_dirs):
+        raise ValueError(f"--names gives {len(names)} names for {len(run_dirs)} runs")
+    out, first = [], None
+    for name, run in zip(names, run_dirs):
+        manifest = read_manifest(run)
+        if not (Path(run) / "masks.safetensors").is_file():
+            raise FileNotFoundError(f"{run}: masks.safetensors is missing (not a finished pruning run)")
+        dims = {k: manifest.get("model", {}).get(k) for k in _SHAPE_KEYS}
+        if first is None:
+            first = (run, dims)
+        elif dims != first[1]:
+            raise ValueError(f"cannot compare runs of different models: {first[0]} and {run} differ in "
+                             + ", ".join(k for k in _SHAPE_KEYS if dims[k] != first[1][k]))
+        specs = {ph: WorkloadSpec(run_dir=str(run), phase=ph, blocks=blocks) for ph in phases}
+        out.append(Candidate(name, specs, manifest.get("method", ""), _ppl(manifest, "pruned"),
+                             _ppl(manifest, "dense")))
+    return out
+
+
+def candidates_from_profiles(shape: str, profiles: Sequence[str], base: AllocationProfile,
+                             phases: Sequence[str], blocks: int | None = None) -> list[Candidate]:
+    """Candidates from per-layer profile JSON files on a model shape (synthetic masks)."""
+    out = []
+    for path in profiles:
+        prof = AllocationProfile(base.sparsity, load_profile(path), base.row_distribution, base.row_spread, base.seed)
+        specs = {ph: WorkloadSpec(shape=shape, profile=prof, phase=ph, blocks=blocks) for ph in phases}
+        out.append(Candidate(Path(path).stem, specs, "profile"))
+    return out
+
+
+def compare(cands: Sequence[Candidate], hw: HardwareConfig, compute_only: bool = False,
+            progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(one row per candidate, per-layer allocations, all simulated layers)."""
+    if len(cands) < 1:
+        raise ValueError("nothing to compare")
+    if len({c.name for c in cands}) != len(cands):
+        raise ValueError("compared runs need distinct names (use --names)")
+    rows, layers_all = [], []
+    for cand in cands:
+        row = {"name": cand.name, "method": cand.method, "ppl": cand.ppl, "dense_ppl": cand.dense_ppl}
+        for phase, spec in cand.specs.items():
+            layers, summary = simulate(build_ops(spec), hw, compute_only, progress, desc=f"{cand.name} {phase}")
+            layers_all.append(layers.assign(name=cand.name, phase=phase))
+            row.update(_phase_metrics(phase, layers, summary))
+        rows.append(row)
+    layers = pd.concat(layers_all, ignore_index=True)
+    first = layers[layers.phase == layers.phase.iloc[0]]
+    alloc = first[["name", "block", "op", "sparsity"]].reset_index(drop=True)
+    return pd.DataFrame(rows), alloc, layers
+
+
+def _phase_metrics(phase: str, layers: pd.DataFrame, summary: pd.DataFrame) -> dict:
+    total = summary.iloc[-1]
+    weights = layers.sparse_engine_cycles.clip(lower=1e-9)
+    out = {"achieved_sparsity": float(total.sparsity),
+           f"speedup_{phase}": float(total.speedup),
+           f"latency_us_{phase}": float(layers.latency_us.sum()),
+           f"load_imbalance_{phase}": float(np.average(layers.load_imbalance, weights=weights)),
+           f"energy_saving_{phase}": float(total.energy_saving)}
+    by_op = summary.set_index("op").speedup
+    out.update({f"speedup_{phase}_{op}": float(by_op[op]) for op in OP_NAMES if op in by_op})
+    return out

@@ -1,0 +1,139 @@
+"""Hardware-parameter sweeps over a workload, in parallel over the local cores.
+
+Mask statistics depend on the masks and on the column-split policy only, so they
+are computed once per policy and shared (copy-on-write, through ``fork``) by the
+worker processes that simulate the grid points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import multiprocessing as mp
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from simulator.config import HardwareConfig, apply_overrides, tomllib
+from simulator.partition import MaskStats
+from simulator.simulate import LAYER_COLUMNS, Simulator
+from simulator.workload import LayerOp
+
+__all__ = ["parse_grid", "load_sweep_file", "grid_points", "run_sweep"]
+
+_STATS_FIELDS = ("column_split", "dense_column_threshold")
+_SHARED: dict[str, Any] = {}  # inherited by forked workers
+
+
+def parse_grid(items: Sequence[str] | None) -> dict[str, list[str]]:
+    """``["pe_rows=16,32,64", ...]`` -> ``{"pe_rows": ["16", "32", "64"]}``."""
+    grid: dict[str, list[str]] = {}
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip():
+            raise ValueError(f"--grid expects key=v1,v2,..., got {item!r}")
+        if not vals:
+            raise ValueError(f"--grid {key.strip()}: no values given")
+        grid[key.strip()] = vals
+    return grid
+
+
+def load_sweep_file(path: str | Path) -> tuple[dict[str, Any], dict[str, list]]:
+    """(base overrides from [hardware], grid from [sweep]) of a TOML sweep file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"sweep file {path}: invalid TOML ({exc})") from None
+    grid = data.get("sweep")
+    if not isinstance(grid, dict):
+        raise ValueError(f"sweep file {path}: needs a [sweep] table of key = [values]")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep file {path}: {key} must be a non-empty list of values")
+    return dict(data.get("hardware", {})), grid
+
+
+def grid_points(base: HardwareConfig, grid: dict[str, list]) -> list[tuple[dict[str, Any], HardwareConfig]]:
+    """Every combination of the grid, validated up front (bad fields/values raise ValueError)."""
+    if not grid:
+        raise ValueError("empty sweep grid: give --grid key=v1,v2,... or a --sweep-file with a [sweep] table")
+    fields = {f.name for f in dataclasses.fields(HardwareConfig)}
+    for key in grid:
+        if key not in fields:
+            raise ValueError(f"sweep parameter {key!r} is not a HardwareConfig field; valid: {', '.join(sorted(fields))}")
+        if not grid[key]:
+            raise ValueError(f"sweep parameter {key!r} has no values")
+    points = []
+    for combo in itertools.product(*grid.values()):
+        hw = apply_overrides(base, dict(zip(grid, combo)))
+        params = {k: getattr(hw, k) for k in grid}
+        points.append((params, dataclasses.replace(hw, name=f"{base.name}+sweep")))
+    return points
+
+
+def _stats_task(args: tuple[int, HardwareConfig]) -> MaskStats | None:
+    index, hw = args
+    return Simulator(hw).stats(_SHARED["ops"][index])
+
+
+def _point_task(args: tuple[int, dict, HardwareConfig, bool]) -> list[dict]:
+    point, params, hw, compute_only = args
+    key = tuple(getattr(hw, f) for f in _STATS_FIELDS)
+    sim = Simulator(hw, compute_only=compute_only)
+    rows = []
+    for op, stats in zip(_SHARED["ops"], _SHARED["stats"][key]):
+        rows.append({"point": point, **params, **dataclasses.asdict(sim.run_op(op, stats))})
+    return rows
+
+
+def _pool_map(fn: Callable, tasks: list, workers: int, tick: Callable[[], None]) -> list:
+    if workers <= 1 or len(tasks) <= 1 or "fork" not in mp.get_all_start_methods():
+        out = []
+        for t in tasks:
+            out.append(fn(t))
+            tick()
+        return out
+    with mp.get_context("fork").Pool(workers) as pool:
+        out = []
+        for r in pool.imap(fn, tasks):
+            out.append(r)
+            tick()
+        return out
+
+
+def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]], compute_only: bool = False,
+              workers: int | None = None, tick: Callable[[], None] = lambda: None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate `ops` at every point: (tidy per point x op table, per-point totals)."""
+    workers = workers or os.cpu_count() or 1
+    _SHARED.clear()
+    _SHARED.update(ops=list(ops), stats={})
+    for params, hw in points:
+        key = tuple(getattr(hw, f) for f in _STATS_FIELDS)
+        if key not in _SHARED["stats"]:
+            _SHARED["stats"][key] = _pool_map(_stats_task, [(i, hw) for i in range(len(ops))], workers, tick)
+    tasks = [(i, params, hw, compute_only) for i, (params, hw) in enumerate(points)]
+    rows = [r for chunk in _pool_map(_point_task, tasks, workers, tick) for r in chunk]
+    _SHARED.clear()
+    params = list(points[0][0])
+    tidy = pd.DataFrame(rows, columns=["point", *params, *LAYER_COLUMNS])
+    return tidy, point_totals(tidy, params)
+
+
+def point_totals(tidy: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """One row per point: end-to-end cycles, speedup, energy and the memory-bound share."""
+    g = tidy.assign(memory_bound=tidy.bound.eq("memory"), params_=tidy.out_features * tidy.in_features)
+    agg = g.groupby("point", sort=True).agg(
+        **{p: (p, "first") for p in params}, ops=("op", "size"), nnz=("nnz", "sum"), weights=("params_", "sum"),
+        dense_cycles=("dense_cycles", "sum"), sparse_cycles=("sparse_cycles", "sum"),
+        latency_us=("latency_us", "sum"), energy_pj=("energy_pj", "sum"),
+        dense_energy_pj=("dense_energy_pj", "sum"), memory_bound_fraction=("memory_bound", "mean"))
+    agg["sparsity"] = 1.0 - agg.nnz / agg.weights
+    agg["speedup"] = agg.dense_cycles / agg.sparse_cycles.clip(lower=1)
+    agg["energy_saving"] = agg.dense_energy_pj / agg.energy_pj
+    return agg.drop(columns=["nnz", "weights"]).reset_index()

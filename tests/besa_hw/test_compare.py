@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from besa_hw.compare import candidates_from_profiles, candidates_from_runs, compare
+from simulator import load_hardware
+from simulator.synthetic import AllocationProfile
+from simulator.workload import OP_NAMES, ModelShape, module_path
+
+TINY = ModelShape("tiny", 64, 128, 2, 4, 2, 16)
+
+
+def fake_run(path, sparsity, ppl, shape=TINY):
+    """A run folder with random masks of the given sparsity (what `besa-hw prune` writes)."""
+    rng = np.random.default_rng(int(sparsity * 100))
+    masks, layers = {}, {}
+    for b in range(shape.num_hidden_layers):
+        for op, (o, i) in shape.op_shapes().items():
+            key = module_path(b, op)
+            masks[key] = rng.random((o, i)) >= sparsity
+            layers[key] = {"block": b, "op": op, "shape": [o, i], "target_sparsity": sparsity,
+                           "achieved_sparsity": float(1 - masks[key].mean())}
+    path.mkdir(parents=True)
+    save_file(masks, str(path / "masks.safetensors"))
+    model = {k: getattr(shape, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                            "num_attention_heads", "num_key_value_heads", "head_dim")}
+    manifest = {"format_version": 1, "model": {"id": shape.name, **model}, "method": f"m{sparsity}",
+                "layers": layers, "perplexity": {"dense": 10.0, "pruned": ppl}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_compare_runs_side_by_side(tmp_path):
+    runs = [fake_run(tmp_path / "a", 0.3, 12.0), fake_run(tmp_path / "b", 0.7, 30.0)]
+    cands = candidates_from_runs([str(r) for r in runs], ["decode", "prefill"])
+    table, alloc, layers = compare(cands, load_hardware())
+    assert list(table.name) == ["a", "b"] and list(table.ppl) == [12.0, 30.0]
+    assert table.speedup_decode.iloc[1] > table.speedup_decode.iloc[0] > 1.0
+    assert {f"speedup_decode_{op}" for op in OP_NAMES} <= set(table.columns)
+    assert len(alloc) == 2 * 14 and set(layers.phase) == {"decode", "prefill"}
+    assert alloc[alloc.name == "b"].sparsity.mean() == pytest.approx(table.achieved_sparsity.iloc[1], abs=0.01)
+
+
+def test_compare_refuses_runs_of_different_models(tmp_path):
+    other = ModelShape("other", 64, 256, 2, 4, 2, 16)
+    runs = [str(fake_run(tmp_path / "a", 0.5, 12.0)), str(fake_run(tmp_path / "b", 0.5, 12.0, other))]
+    with pytest.raises(ValueError, match="different models.*intermediate_size"):
+        candidates_from_runs(runs, ["decode"])
+    with pytest.raises(ValueError, match="2 runs"):
+        candidates_from_runs(runs, ["decode"], names=["x"])
+
+
+def test_compare_profiles_on_a_shape(tmp_path):
+    even, skew = tmp_path / "even.json", tmp_path / "skew.json"
+    even.write_text(json.dumps({op: 0.5 for op in OP_NAMES}))
+    skew.write_text(json.dumps({"q_proj": 0.2, "k_proj": 0.2, "v_proj": 0.2, "o_proj": 0.2,
+                                "gate_proj": 0.8, "up_proj": 0.8, "down_proj": 0.3}))
+    cands = candidates_from_profiles("smollm2-135m", [str(even), str(skew)], AllocationProfile(), ["decode"], blocks=2)
+    table, alloc, _ = compare(cands, load_hardware())
+    assert list(table.name) == ["even", "skew"] and table.ppl.isna().all()
+    skew_alloc = alloc[alloc.name == "skew"].set_index("op").sparsity
+    assert skew_alloc["gate_proj"].mean() == pytest.approx(0.8, abs=0.01)
