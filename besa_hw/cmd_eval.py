@@ -1,0 +1,95 @@
+"""``besa-hw eval``: perplexity of a run folder's pruned model, or of any model, on a text file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="perplexity of a pruned run or a model",
+                              description="Perplexity over non-overlapping windows: exp(mean token NLL).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder written by `besa-hw prune` (its manifest gets the result)")
+    src.add_argument("--model", help="HF folder, hub id, .gguf file or smollm2-135m")
+    p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
+    p.add_argument("--data", required=True, help="evaluation text: FILE | wikitext2 | c4 | pydoc")
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--max-windows", type=int, default=40, help="bound on windows (CPU time); 0 = all")
+    p.add_argument("--dense", action="store_true", help="with --run: also evaluate the unpruned model")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=handle)
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu"):
+    """(model, tokenizer, manifest) of a run: its saved model, or the base model with the masks applied."""
+    import torch
+
+    from besa_hw.models import load_model
+    from pruning.export import MODEL_DIR, read_run
+
+    masks, manifest = read_run(run_dir)
+    saved = Path(run_dir) / MODEL_DIR
+    if saved.is_dir():
+        lm, tok, _ = load_model(str(saved), device=device)
+        return lm, tok, manifest
+    if manifest.get("hyperparameters", {}).get("weights_updated"):
+        raise ValueError(f"run {run_dir} updated weights ({manifest['method']}) but has no saved model; "
+                         "re-run prune with --save-model")
+    spec = manifest["model"]
+    lm, tok, _ = load_model(spec["id"], spec.get("gguf_file"), device=device)
+    apply_masks(lm, masks)
+    return lm, tok, manifest
+
+
+def apply_masks(lm, masks: dict) -> None:
+    """Zero the pruned weights of ``lm`` in place (mask True = kept)."""
+    import torch
+
+    modules = dict(lm.named_modules())
+    with torch.no_grad():
+        for path, mask in masks.items():
+            if path not in modules or tuple(modules[path].weight.shape) != tuple(mask.shape):
+                raise ValueError(f"mask {path} {tuple(mask.shape)} does not match the model")
+            w = modules[path].weight
+            w.mul_(mask.to(w.device, w.dtype))
+
+
+def handle(args: argparse.Namespace) -> int:
+    import torch
+
+    from besa_hw.models import load_model, resolve_model
+    from pruning.calibration import check_source, load_text, tokenize
+    from pruning.eval import perplexity
+    from pruning.export import read_manifest, update_manifest
+
+    if args.seqlen < 2 or args.max_windows < 0:
+        raise ValueError("--seqlen must be >= 2 and --max-windows >= 0")
+    check_source(args.data)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    windows = args.max_windows or None
+    if args.model:
+        resolve_model(args.model, args.gguf_file)
+        lm, tok, _ = load_model(args.model, args.gguf_file, device=device)
+        ppl = perplexity(lm, tokenize(tok, load_text(args.data)), args.seqlen, windows, progress=True)
+        print(f"perplexity: {ppl:.4f}")
+        return 0
+    read_manifest(args.run)
+    dense = None
+    if args.dense:
+        spec = read_manifest(args.run)["model"]
+        lm, tok, _ = load_model(spec["id"], spec.get("gguf_file"), device=device)
+        dense = perplexity(lm, tokenize(tok, load_text(args.data)), args.seqlen, windows, progress=True)
+        print(f"dense perplexity: {dense:.4f}")
+        del lm
+    lm, tok, _ = load_run_model(args.run, device)
+    ids = tokenize(tok, load_text(args.data))
+    ppl = perplexity(lm, ids, args.seqlen, windows, progress=True)
+    n_win = min(ids.numel() // args.seqlen, windows or ids.numel())
+    update_manifest(args.run, {"perplexity": {"dense": dense, "pruned": ppl, "data": args.data,
+                                              "seqlen": args.seqlen, "windows": n_win}})
+    print(f"perplexity: {ppl:.4f}")
+    return 0

@@ -1,0 +1,139 @@
+"""``besa-hw prune``: prune a LLaMA-style model into a run folder (masks + manifest [+ model])."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "prune"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("prune", help="prune a model with BESA / Wanda / SparseGPT / magnitude",
+                              description="Prune the q/k/v/o/gate/up/down Linears of every decoder block.")
+    p.add_argument("--model", default="smollm2-135m", help="HF folder, hub id, .gguf file or smollm2-135m")
+    p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
+    p.add_argument("--method", required=True, choices=("besa", "wanda", "sparsegpt", "magnitude"))
+    p.add_argument("--preset", help="TOML preset (path or name in configs/prune), overridden by flags")
+    p.add_argument("--sparsity", type=float, help="target sparsity in [0, 1) (default 0.5)")
+    p.add_argument("--allocation", choices=("row", "layer"), help="BESA allocation granularity (default row)")
+    p.add_argument("--importance", choices=("wanda", "magnitude", "sparsegpt"), help="BESA weight ranking")
+    p.add_argument("--reconstruct", action="store_true", default=None,
+                   help="BESA: rebuild kept weights with SparseGPT's OBS update after learning the allocation")
+    p.add_argument("--nm", help="N:M pattern, e.g. 2:4 (keep N of every M)")
+    p.add_argument("--profile", help="per-layer sparsity JSON {module_path: sparsity} or a run manifest.json")
+    p.add_argument("--calib", default="pydoc", help="pydoc | FILE | wikitext2 | c4 (default pydoc)")
+    p.add_argument("--nsamples", type=int, default=32)
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--epochs", type=int, help="BESA epochs (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--save-model", action="store_true", help="also save the pruned model (safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.set_defaults(func=handle)
+
+
+def _preset(name: str | None) -> dict:
+    if name is None:
+        return {}
+    import tomllib
+
+    path = Path(name)
+    if not path.is_file():
+        path = PRESET_DIR / f"{name.removesuffix('.toml')}.toml"
+    if not path.is_file():
+        raise FileNotFoundError(f"preset not found: {name}")
+    return tomllib.loads(path.read_text()).get("prune", {})
+
+
+def build_configs(args: argparse.Namespace):
+    """(PruneConfig, CalibConfig) from preset + flags; raises ValueError on bad input."""
+    from pruning.config import CalibConfig, PruneConfig, parse_nm
+    from pruning.masks import load_profile
+
+    fields = _preset(args.preset)
+    flags = {"sparsity": args.sparsity, "besa_allocation": args.allocation, "besa_importance": args.importance,
+             "besa_reconstruct": args.reconstruct, "besa_epochs": args.epochs}
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    nm = parse_nm(args.nm)
+    if nm is not None:
+        fields["nm"] = nm
+        fields.setdefault("sparsity", 1 - nm[0] / nm[1])
+    if args.profile:
+        fields["profile"] = load_profile(args.profile)
+    try:
+        cfg = PruneConfig(method=args.method, seed=args.seed, **fields)
+    except TypeError as exc:
+        raise ValueError(f"bad preset field: {exc}") from exc
+    return cfg, CalibConfig(args.calib, args.nsamples, args.seqlen, args.seed)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from besa_hw.models import resolve_model
+    from pruning.calibration import check_source
+    from pruning.export import check_out_dir
+
+    cfg, calib = build_configs(args)
+    check_out_dir(args.out, args.overwrite)
+    resolve_model(args.model, args.gguf_file)
+    if cfg.method != "magnitude":
+        check_source(calib.source)
+    out = prune_to_run(args.model, args.gguf_file, cfg, calib, args.out, device=args.device,
+                       save_model=args.save_model, overwrite=args.overwrite, progress=True)
+    print(f"wrote {out}")
+    return 0
+
+
+def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path, *, device: str | None = None,
+                 save_model: bool = False, overwrite: bool = False, progress: bool = False) -> Path:
+    """Library entry point: load ``model``, prune it with ``cfg`` on ``calib`` data, write the run folder."""
+    import torch
+
+    from besa_hw.models import load_model
+    from pruning import prune_model
+    from pruning.calibration import get_calibration
+    from pruning.sequential import check_model_fits
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    lm, tok, spec = load_model(model, gguf_file, device=device)
+    check_model_fits(lm, cfg)
+    ids = get_calibration(tok, calib).to(device) if cfg.method != "magnitude" else None
+    result = prune_model(lm, ids, cfg, progress=progress)
+    return write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t0,
+                        save_model=save_model, overwrite=overwrite)
+
+
+def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
+                 save_model: bool = False, overwrite: bool = False) -> Path:
+    """Build the manifest for ``result`` and write the run folder atomically."""
+    import dataclasses
+
+    import torch
+    import transformers
+
+    from besa_hw import __version__
+    from besa_hw.models import model_info
+    from pruning.export import build_manifest, write_run
+
+    manifest = build_manifest(
+        model_info=model_info(lm, spec.model_id, spec.gguf_file), method=cfg.method,
+        hyperparameters=cfg.hyperparameters(), target_sparsity=cfg.sparsity,
+        achieved_sparsity=result.achieved_sparsity, layers=result.layers,
+        calibration=None if cfg.method == "magnitude" else dataclasses.asdict(calib) | {"dataset": calib.source},
+        seed=cfg.seed, versions={"besa_hw": __version__, "torch": torch.__version__,
+                                 "transformers": transformers.__version__},
+        wall_seconds=round(wall_seconds, 3))
+    if manifest["calibration"] is not None:
+        manifest["calibration"] = {k: manifest["calibration"][k] for k in ("dataset", "nsamples", "seqlen", "seed")}
+
+    def saver(path: Path) -> None:
+        lm.save_pretrained(path, safe_serialization=True)
+        tok.save_pretrained(path)
+
+    return write_run(out, result.masks, manifest, saver if save_model else None, overwrite)

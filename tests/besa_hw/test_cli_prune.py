@@ -1,0 +1,97 @@
+"""`besa-hw prune` / `besa-hw eval` on a tiny saved model: happy path and one-line errors."""
+
+import json
+
+import pytest
+
+from besa_hw import cli
+
+MY_COMMANDS = ("besa_hw.cmd_prune", "besa_hw.cmd_eval")
+
+
+@pytest.fixture(autouse=True)
+def _only_pruning_commands(monkeypatch):
+    """Keep these tests independent of the other subcommands' modules."""
+    monkeypatch.setattr(cli, "_COMMAND_MODULES", MY_COMMANDS)
+
+
+def _error_lines(capsys) -> list[str]:
+    """stderr lines from besa-hw itself (transformers may draw loading bars there)."""
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("besa-hw")]
+
+
+def _prune_args(model_dir, text_file, out, *extra):
+    return ["prune", "--model", str(model_dir), "--calib", str(text_file), "--nsamples", "4",
+            "--seqlen", "32", "--out", str(out), *extra]
+
+
+def test_prune_then_eval(tiny_model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(_prune_args(tiny_model_dir, text_file, out, "--method", "besa", "--epochs", "1")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "besa" and manifest["model"]["num_hidden_layers"] == 2
+    assert abs(manifest["achieved_sparsity"] - 0.5) < 0.01
+    assert list(manifest["layers"])[0] == "model.layers.0.self_attn.q_proj"
+    assert manifest["calibration"] == {"dataset": str(text_file), "nsamples": 4, "seqlen": 32, "seed": 0}
+    assert (out / "masks.safetensors").is_file()
+    assert cli.main(["eval", "--run", str(out), "--data", str(text_file), "--seqlen", "32",
+                     "--max-windows", "2"]) == 0
+    assert "perplexity:" in capsys.readouterr().out
+    ppl = json.loads((out / "manifest.json").read_text())["perplexity"]
+    assert ppl["pruned"] > 1 and ppl["windows"] == 2
+
+
+def test_sparsegpt_needs_saved_model_for_eval(tiny_model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "sg"
+    assert cli.main(_prune_args(tiny_model_dir, text_file, out, "--method", "sparsegpt", "--nm", "2:4")) == 0
+    assert cli.main(["eval", "--run", str(out), "--data", str(text_file), "--seqlen", "32"]) == 2
+    assert "--save-model" in capsys.readouterr().err
+    out2 = tmp_path / "sg2"
+    assert cli.main(_prune_args(tiny_model_dir, text_file, out2, "--method", "sparsegpt", "--save-model")) == 0
+    assert cli.main(["eval", "--run", str(out2), "--data", str(text_file), "--seqlen", "32"]) == 0
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path_factory.mktemp("gpt2")
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=256)).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("case,extra,needle", [
+    ("missing model", ["--model", "/no/such/model"], "model path not found"),
+    ("sparsity", ["--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    ("nm width", ["--nm", "3:7", "--sparsity", "0.5714285714285714"], "does not divide"),
+    ("nm syntax", ["--nm", "two:four"], "N:M pattern"),
+    ("short calib", ["--seqlen", "100000"], "fewer than one segment"),
+    ("missing calib", ["--calib", "/no/such.txt"], "calibration text not found"),
+    ("profile", ["--profile", "/no/such.json"], "profile file not found"),
+])
+def test_prune_errors(tiny_model_dir, text_file, tmp_path, capsys, case, extra, needle):
+    out = tmp_path / "run"
+    args = _prune_args(tiny_model_dir, text_file, out, "--method", "wanda") + extra
+    assert cli.main(args) == 2, case
+    err = _error_lines(capsys)
+    assert len(err) == 1 and needle in err[0], err
+    assert list(tmp_path.iterdir()) == []  # no run folder, no temp sibling
+
+
+def test_non_llama_architecture(gpt2_dir, text_file, tmp_path, capsys):
+    assert cli.main(_prune_args(gpt2_dir, text_file, tmp_path / "run", "--method", "wanda")) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "unsupported architecture GPT2LMHeadModel" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_out_refused(tiny_model_dir, text_file, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert cli.main(_prune_args(tiny_model_dir, text_file, tmp_path / "run", "--method", "magnitude")) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_eval_model_directly(tiny_model_dir, text_file, capsys):
+    assert cli.main(["eval", "--model", str(tiny_model_dir), "--data", str(text_file), "--seqlen", "32",
+                     "--max-windows", "2"]) == 0
+    assert "perplexity:" in capsys.readouterr().out
