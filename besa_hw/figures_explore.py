@@ -1,0 +1,222 @@
+"""Figures of hardware sweeps and allocation comparisons (``besa-hw sweep`` / ``besa-hw compare``).
+
+Same conventions as :mod:`besa_hw.figures`: DataFrames in, one PNG out, the path returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from besa_hw.figures import OP_ORDER, PHASE_MARKERS, ops_in, ordered, phase_color, save
+
+log = logging.getLogger(__name__)
+
+__all__ = ["sweep_lines", "sweep_heatmap", "tradeoff", "allocation_overlay"]
+
+SPEEDUP_LABEL = "end-to-end speedup vs dense (×)"
+MEMORY_BOUND = "memory-bound (≥ 50% of ops)"
+OP_MARKERS = dict(zip(OP_ORDER, "o^vsDPX"))
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _axis_values(values: pd.Series) -> tuple[np.ndarray, list, bool]:
+    """Plot positions for a parameter's values: numeric as is (log2 axis if they span 8×), else 0..k-1."""
+    uniq = sorted(values.unique(), key=lambda v: (isinstance(v, str), v))
+    numeric = pd.api.types.is_numeric_dtype(values)
+    pos = np.asarray(uniq, float) if numeric else np.arange(len(uniq), dtype=float)
+    log_axis = bool(numeric and pos.min() > 0 and pos.max() / pos.min() >= 8)
+    return pos, uniq, log_axis
+
+
+def _shade_memory_bound(ax: plt.Axes, pos: np.ndarray, fraction: np.ndarray, log_axis: bool) -> None:
+    """Shade the x-range around values where most ops are memory-bound (cell edges at midpoints)."""
+    t = np.log(pos) if log_axis else pos
+    mids = (t[1:] + t[:-1]) / 2
+    half = (mids[0] - t[0]) if len(t) > 1 else 0.5
+    edges = np.concatenate([[t[0] - half], mids, [t[-1] + (t[-1] - mids[-1] if len(t) > 1 else 0.5)]])
+    edges = np.exp(edges) if log_axis else edges
+    for i, f in enumerate(fraction):
+        if f >= 0.5:
+            ax.axvspan(edges[i], edges[i + 1], color="tab:red", alpha=0.08, lw=0)
+
+
+def _line_groups(points: pd.DataFrame, param: str, params: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """One line per value of the single other parameter (if it has <= 6 values), else the mean."""
+    others = [p for p in params if p != param]
+    if len(others) == 1 and points[others[0]].nunique() <= 6:
+        return [(f"{others[0]}={v}", g) for v, g in points.groupby(others[0], sort=True)]
+    return [("mean over " + ", ".join(others) if others else "speedup", points)]
+
+
+def _sweep_panel(ax: plt.Axes, points: pd.DataFrame, param: str, params: list[str], metric: str) -> None:
+    pos, uniq, log_axis = _axis_values(points[param])
+    where = dict(zip(uniq, pos))
+    groups = _line_groups(points, param, params)
+    for i, (label, g) in enumerate(groups):
+        agg = g.groupby(param)[[metric, "memory_bound_fraction"]].mean().reindex(uniq).dropna()
+        x = agg.index.map(where).to_numpy(float)
+        color = f"C{i}"
+        ax.plot(x, agg[metric], "-", color=color, label=label)
+        mem = agg.memory_bound_fraction.to_numpy() >= 0.5
+        ax.plot(x[~mem], agg[metric][~mem], "o", color=color)
+        ax.plot(x[mem], agg[metric][mem], "o", mfc="white", color=color)
+        if label.startswith("mean") and len(g) > len(agg):  # spread of the other parameters
+            spread = g.groupby(param)[metric].agg(["min", "max"]).reindex(agg.index)
+            ax.fill_between(x, spread["min"], spread["max"], color=color, alpha=0.15, lw=0)
+    if len(groups) == 1:  # one line: shade its memory-bound stretch (several lines: markers only)
+        frac = points.groupby(param).memory_bound_fraction.mean().reindex(uniq).to_numpy()
+        _shade_memory_bound(ax, pos, frac, log_axis)
+    if log_axis:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(pos, [str(v) for v in uniq])
+    ax.minorticks_off()
+    ax.set_xlabel(param)
+    ax.set_ylabel(SPEEDUP_LABEL if metric == "speedup" else metric)
+    ax.set_title(f"speedup vs {param}", fontsize=10)
+
+
+def sweep_lines(points: pd.DataFrame, params: list[str], path: str | Path, metric: str = "speedup") -> Path:
+    """End-to-end speedup vs each swept parameter; hollow markers / shading: memory-bound points."""
+    ncols = min(3, len(params))
+    nrows = int(np.ceil(len(params) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False,
+                             constrained_layout=True)
+    for ax, param in zip(axes.flat, params):
+        _sweep_panel(ax, points, param, params, metric)
+        handles, _ = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], ls="", marker="o", color="0.3", label="compute-bound"),
+                    Line2D([], [], ls="", marker="o", color="0.3", mfc="white", label=MEMORY_BOUND)]
+        if len(handles) == 3:  # a single line: its memory-bound stretch is shaded
+            handles.append(Patch(color="tab:red", alpha=0.15, label="memory-bound region"))
+        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    for ax in list(axes.flat)[len(params):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Hardware sweep: {len(points)} points")
+    return save(fig, path)
+
+
+def sweep_heatmap(points: pd.DataFrame, x: str, y: str, path: str | Path, metric: str = "speedup") -> Path:
+    """Speedup over a two-parameter grid, cells annotated, memory-bound cells hatched."""
+    grid = points.pivot_table(index=y, columns=x, values=metric, aggfunc="mean").sort_index().sort_index(axis=1)
+    frac = points.pivot_table(index=y, columns=x, values="memory_bound_fraction",
+                              aggfunc="mean").reindex_like(grid)
+    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3.2, 0.6 * grid.shape[0] + 2.2),
+                           constrained_layout=True)
+    im = ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis")
+    for (r, c), v in np.ndenumerate(grid.values):
+        if np.isnan(v):
+            continue
+        hatched = frac.values[r, c] >= 0.5
+        if hatched:
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="//",
+                                   edgecolor="tab:red", lw=0))
+        light = hatched or im.norm(v) >= 0.6  # black text on bright cells and on its own white box
+        ax.text(c, r, f"{v:.2f}×", ha="center", va="center", fontsize=8, color="k" if light else "w",
+                zorder=3, bbox=dict(boxstyle="round", fc="w", ec="none", alpha=0.85) if hatched else None)
+    ax.set_xticks(np.arange(grid.shape[1]), [str(v) for v in grid.columns])
+    ax.set_yticks(np.arange(grid.shape[0]), [str(v) for v in grid.index])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    others = [c for c in points.columns if c not in (x, y, metric, "memory_bound_fraction")]
+    ax.set_title(f"End-to-end speedup over {y} × {x}" + (" (mean of other points)" if
+                                                      len(points) > grid.size else ""), fontsize=10)
+    fig.colorbar(im, ax=ax, label=SPEEDUP_LABEL if metric == "speedup" else metric)
+    ax.legend(handles=[Patch(fill=False, hatch="//", edgecolor="tab:red", label=MEMORY_BOUND)],
+              loc="upper left", bbox_to_anchor=(0, -0.12 if others else -0.1), fontsize=8, frameon=False)
+    return save(fig, path)
+
+
+def _speedup_columns(compare: pd.DataFrame) -> list[tuple[str, str]]:
+    """(phase, column) for each speedup_<phase> column that has numbers."""
+    return [(c.removeprefix("speedup_"), c) for c in compare.columns
+            if c.startswith("speedup_") and compare[c].notna().any()]
+
+
+def _place_labels(ax: plt.Axes, names: list[str], xs: list[float], ys: list[float]) -> None:
+    """Label points, trying four offsets per label so that labels do not overlap each other."""
+    ax.figure.canvas.draw()  # settle the axis limits and layout before measuring text
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    offsets = [((5, 4), "left"), ((5, -11), "left"), ((-5, 4), "right"), ((-5, -11), "right"), ((5, 14), "left")]
+    for name, x, y in zip(names, xs, ys):
+        for (dx, dy), ha in offsets:
+            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, ha=ha)
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        else:
+            text = ax.annotate(name, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+            box = text.get_window_extent(renderer)
+        placed.append(box)
+
+
+def tradeoff(compare: pd.DataFrame, path: str | Path) -> Path:
+    """Perplexity vs simulated end-to-end speedup per run, one panel per phase.
+
+    Without any perplexity (profile-only comparisons) it plots speedup vs achieved sparsity instead.
+    """
+    with_ppl = "ppl" in compare and compare.ppl.notna().any()
+    phases = _speedup_columns(compare)
+    fig, axes = plt.subplots(1, len(phases), figsize=(5.5 * len(phases), 4.5), squeeze=False,
+                             constrained_layout=True, sharey=with_ppl)
+    for i, (ax, (phase, col)) in enumerate(zip(axes[0], phases)):
+        df = compare.dropna(subset=[col, "ppl" if with_ppl else "achieved_sparsity"])
+        x, y = (df[col], df.ppl) if with_ppl else (df.achieved_sparsity, df[col])
+        ax.scatter(x, y, s=40, marker=PHASE_MARKERS.get(phase, "o"), color=phase_color(phase, i), zorder=3)
+        if with_ppl and "ppl_dense" in df and df.ppl_dense.notna().any():
+            ax.axhline(df.ppl_dense.dropna().iloc[0], color="0.5", ls=":", label="dense perplexity")
+            ax.legend(fontsize=8, loc="upper right")
+        ax.margins(0.2)
+        _place_labels(ax, [str(n) for n in df.name], list(x), list(y))
+        ax.set_xlabel(f"{phase}: {SPEEDUP_LABEL}" if with_ppl else "achieved sparsity (fraction pruned)")
+        ax.set_ylabel("perplexity (lower is better)" if with_ppl else f"{phase}: {SPEEDUP_LABEL}")
+        ax.set_title(f"{phase}", fontsize=10)
+        ax.grid(alpha=0.3)
+    missing = int(compare.ppl.isna().sum()) if with_ppl else 0
+    fig.suptitle("Quality vs simulated speedup" + (f" ({missing} runs without perplexity omitted)"
+                                                   if missing else "") if with_ppl else
+                 "Speedup vs achieved sparsity (perplexity not evaluated)")
+    return save(fig, path)
+
+
+def allocation_overlay(alloc: pd.DataFrame, path: str | Path) -> Path:
+    """Per-layer sparsity in model order, one line per run (markers: op type); below, means per op type."""
+    fig, (ax, ax_op) = plt.subplots(2, 1, figsize=(11, 7), constrained_layout=True,
+                                    gridspec_kw={"height_ratios": [1.4, 1]})
+    names = list(dict.fromkeys(alloc.name))
+    ops = ops_in(alloc)
+    width = 0.6 / len(names)
+    for i, name in enumerate(names):
+        df = ordered(alloc[alloc.name == name])
+        ax.plot(np.arange(len(df)), df.sparsity, LINESTYLES[i % 4], lw=0.9, color=f"C{i}", label=name)
+        for op, g in df.groupby("op"):
+            ax.plot(g.index, g.sparsity, ls="", marker=OP_MARKERS.get(op, "."), ms=3, color=f"C{i}")
+        means = df.groupby("op").sparsity.mean().reindex(ops)
+        ax_op.plot(np.arange(len(ops)) + (i - (len(names) - 1) / 2) * width, means, "o", ms=6,
+                   color=f"C{i}", label=name)
+    first = ordered(alloc[alloc.name == names[0]])
+    starts = first.index[first.block.ne(first.block.shift())].to_numpy()
+    step = max(1, int(np.ceil(len(starts) / 16)))
+    ax.set_xticks(starts[::step], first.block.iloc[starts[::step]].astype(str))
+    ax.set_xlabel("transformer block (Linear layers in order q, k, v, o, gate, up, down)")
+    ax.set_ylabel("layer sparsity (fraction pruned)")
+    ax.set_title(f"Sparsity allocation of {len(names)} runs")
+    op_handles = [Line2D([], [], ls="", marker=OP_MARKERS.get(op, "."), color="0.3",
+                         label=op.replace("_proj", "")) for op in ops]
+    ax.add_artist(ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="run"))
+    ax.legend(handles=op_handles, fontsize=8, loc="lower left", bbox_to_anchor=(1.0, 0.0), title="op")
+    ax_op.set_xticks(np.arange(len(ops)), [op.replace("_proj", "") for op in ops])
+    ax_op.set_xlabel("op type")
+    ax_op.set_ylabel("mean sparsity over blocks")
+    ax_op.grid(axis="y", alpha=0.3)
+    ax_op.set_title("Mean sparsity per op type (identical runs overlap in the panel above)", fontsize=10)
+    ax_op.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="run")
+    return save(fig, path)

@@ -1,0 +1,124 @@
+"""build_report on a tiny simulated run: files exist and the tables hold the simulated numbers."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+from safetensors.numpy import save_file
+
+from besa_hw.pipeline import WorkloadSpec, build_ops, simulate, write_json, write_table
+from besa_hw.report import build_report, markdown_table
+from simulator import load_hardware, summarize
+
+# 2 blocks, hidden 64, intermediate 128, 4 heads x 16, 2 kv heads.
+SHAPES = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (32, 64), "self_attn.v_proj": (32, 64),
+          "self_attn.o_proj": (64, 64), "mlp.gate_proj": (128, 64), "mlp.up_proj": (128, 64),
+          "mlp.down_proj": (64, 128)}
+MODEL = {"id": "tiny-llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
+
+
+def make_run(path, perplexity=None):
+    """A pruning run folder with random ~50% masks whose rows are unevenly sparse."""
+    rng = np.random.default_rng(0)
+    masks, layers = {}, {}
+    for block in range(2):
+        for suffix, (out, inp) in SHAPES.items():
+            keep = rng.uniform(0.2, 0.8, size=(out, 1))  # per-row keep probability
+            mask = rng.random((out, inp)) < keep  # (out, in)
+            name = f"model.layers.{block}.{suffix}"
+            masks[name] = mask
+            rows = 1 - mask.mean(axis=1)
+            layers[name] = {"block": block, "op": suffix.split(".")[1], "shape": [out, inp],
+                            "target_sparsity": 0.5, "achieved_sparsity": float(1 - mask.mean()),
+                            "row_sparsity": {"min": rows.min(), "max": rows.max(), "mean": rows.mean(),
+                                             "std": rows.std()}}
+    path.mkdir()
+    save_file(masks, str(path / "masks.safetensors"))
+    manifest = {"format_version": 1, "model": MODEL, "method": "besa",
+                "hyperparameters": {"epochs": 1, "lr": 0.01}, "target_sparsity": 0.5,
+                "achieved_sparsity": 0.5, "layers": layers, "seed": 0,
+                "versions": {"besa_hw": "0.1.0", "numpy": np.__version__}, "perplexity": perplexity}
+    (path / "manifest.json").write_text(json.dumps(manifest, default=float))
+    return path
+
+
+def simulate_phase(run, phase, tokens):
+    layers, summary = simulate(build_ops(WorkloadSpec(run_dir=str(run), phase=phase, tokens=tokens)),
+                               load_hardware())
+    write_table(layers, run / "sim" / phase / "layers.csv")
+    write_table(summary, run / "sim" / phase / "summary.csv")
+    write_table(summarize(layers, by="block"), run / "sim" / phase / "blocks.csv")
+    write_json(load_hardware(), run / "sim" / "hardware.json")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = make_run(tmp_path_factory.mktemp("runs") / "tiny",
+                    {"dense": 28.7, "pruned": 50.1, "data": "wikitext2", "seqlen": 128, "windows": 4})
+    simulate_phase(path, "decode", None)
+    simulate_phase(path, "prefill", 64)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(run):
+    return build_report(run)
+
+
+def test_report_files_exist(report, run):
+    assert report == run / "report"
+    for name in ["report.md", "report.html", "latency_per_layer.png", "speedup_by_op.png",
+                 "allocation_heatmap.png", "row_sparsity.png", "time_breakdown_decode.png",
+                 "time_breakdown_prefill.png", "roofline.png", "energy_by_op.png", "layers_decode.csv",
+                 "layers_prefill.csv", "summary_decode.csv", "summary_prefill.csv", "blocks_decode.csv"]:
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+
+
+def test_tables_hold_simulated_numbers(report, run):
+    md = (report / "report.md").read_text()
+    for phase in ("decode", "prefill"):
+        pdt.assert_frame_equal(pd.read_csv(report / f"layers_{phase}.csv"),
+                               pd.read_csv(run / "sim" / phase / "layers.csv"))
+        total = pd.read_csv(run / "sim" / phase / "summary.csv").iloc[-1]
+        assert f"| total | 14 | {total.sparsity:.3f} |" in md
+        assert f"| {total.speedup:.3f} |" in md
+        assert f"{phase} {total.speedup:.3f}×" in md  # the headline line
+    assert "dense 28.700 -> pruned 50.100" in md
+    assert "| pe_rows | 64 |" in md and "| besa_hw | 0.1.0 |" in md
+
+
+def test_html_is_self_contained(report):
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 8
+    assert 'src="latency' not in page and "<table" in page
+
+
+def test_missing_parts(tmp_path, run):
+    bare = make_run(tmp_path / "bare")
+    with pytest.raises(FileNotFoundError, match="no simulation results"):
+        build_report(bare)
+    simulate_phase(bare, "decode", None)
+    out = build_report(bare, tmp_path / "out")
+    md = (out / "report.md").read_text()
+    assert "Perplexity: not evaluated." in md and "prefill: not simulated" in md
+    assert not (out / "layers_prefill.csv").exists()
+    (bare / "masks.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="masks.safetensors"):
+        build_report(bare)
+
+
+def test_compare_adds_tradeoff(tmp_path, run):
+    compare = pd.DataFrame({"name": ["a", "b"], "ppl": [30.0, 40.0], "speedup_decode": [1.5, 1.6],
+                            "speedup_prefill": [1.7, 1.8], "achieved_sparsity": [0.5, 0.6]})
+    out = build_report(run, tmp_path / "cmp", compare=compare)
+    assert (out / "tradeoff.png").is_file()
+    assert "| a | 30.000 | 1.500 | 1.700 | 0.500 |" in (out / "report.md").read_text()
+
+
+def test_markdown_table():
+    df = pd.DataFrame({"op": ["q|x", "total"], "count": [1, 1234], "speedup": [1.5, float("nan")]})
+    assert markdown_table(df).splitlines() == [
+        "| op | count | speedup |", "| :--- | ---: | ---: |", "| q\\|x | 1 | 1.500 |", "| total | 1,234 | n/a |"]
