@@ -161,7 +161,8 @@ def _quality(run: RunData, compare: pd.DataFrame | None) -> list[tuple]:
     ppl = run.manifest.get("perplexity")
     doc: list[tuple] = [("h", 2, "Quality")]
     if not ppl or ppl.get("pruned") is None:
-        doc.append(("p", "Perplexity: not evaluated."))
+        dense = f" (dense model: {_fmt(ppl['dense'])})" if ppl and ppl.get("dense") is not None else ""
+        doc.append(("p", f"Perplexity: not evaluated{dense}."))
     else:
         where = ", ".join(f"{k} {ppl[k]}" for k in ("data", "seqlen", "windows") if ppl.get(k) is not None)
         change = (ppl["pruned"] / ppl["dense"] - 1) if ppl.get("dense") else float("nan")

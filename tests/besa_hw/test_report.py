@@ -103,7 +103,7 @@ def test_missing_parts(tmp_path, run):
     simulate_phase(bare, "decode", None)
     out = build_report(bare, tmp_path / "out")
     md = (out / "report.md").read_text()
-    assert "Perplexity: not evaluated." in md and "prefill: not simulated" in md
+    assert "Perplexity: not evaluated" in md and "prefill: not simulated" in md
     assert not (out / "layers_prefill.csv").exists()
     (bare / "masks.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="masks.safetensors"):
