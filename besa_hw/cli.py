@@ -16,7 +16,14 @@ import sys
 from besa_hw import __version__
 
 # Order is the order shown in --help.
-_COMMAND_MODULES = ("besa_hw.cmd_simulate",)
+_COMMAND_MODULES = (
+    "besa_hw.cmd_run",
+    "besa_hw.cmd_prune",
+    "besa_hw.cmd_eval",
+    "besa_hw.cmd_simulate",
+    "besa_hw.cmd_sweep",
+    "besa_hw.cmd_compare",
+)
 
 
 class CliError(Exception):

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from besa_hw import compare as cmp
-    from besa_hw import figures
+    from besa_hw import figures_explore as figures
     from besa_hw.pipeline import write_table
     from simulator.synthetic import AllocationProfile
 

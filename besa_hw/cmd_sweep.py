@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def sweep_figures(totals, params: list[str], out: Path) -> list[Path]:
-    from besa_hw import figures
+    from besa_hw import figures_explore as figures
 
     paths = [figures.sweep_lines(totals, params, out / "speedup_vs_params.png")]
     if len(params) == 2:

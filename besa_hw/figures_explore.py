@@ -134,9 +134,10 @@ def sweep_heatmap(points: pd.DataFrame, x: str, y: str, path: str | Path, metric
 
 
 def _speedup_columns(compare: pd.DataFrame) -> list[tuple[str, str]]:
-    """(phase, column) for each speedup_<phase> column that has numbers."""
+    """(phase, column) for each end-to-end speedup_<phase> column that has numbers
+    (per-op columns such as speedup_decode_q_proj are left out)."""
     return [(c.removeprefix("speedup_"), c) for c in compare.columns
-            if c.startswith("speedup_") and compare[c].notna().any()]
+            if c.startswith("speedup_") and "_" not in c.removeprefix("speedup_") and compare[c].notna().any()]
 
 
 def _place_labels(ax: plt.Axes, names: list[str], xs: list[float], ys: list[float]) -> None:

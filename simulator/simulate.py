@@ -126,7 +126,7 @@ class Simulator:
             dense_engine_cycles=res.dense_engine_cycles, sparse_engine_cycles=res.sparse_engine_cycles,
             compute_cycles=res.compute_cycles, memory_cycles=res.memory_cycles,
             stall_cycles=res.stall_cycles, utilization=plan.macs / (hw.num_pes * total),
-            load_imbalance=res.sparse_engine_cycles / balanced if balanced > 0 else 1.0,
+            load_imbalance=float(plan.sparse_cycles.sum()) / balanced if balanced > 0 else 1.0,
             dram_bytes=plan.dram_bytes, dense_dram_bytes=dplan.dram_bytes,
             energy_pj=self.energy_pj(plan), dense_energy_pj=self.energy_pj(dplan),
             bound="memory" if res.memory_cycles > res.compute_cycles else "compute",

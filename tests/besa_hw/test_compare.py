@@ -1,35 +1,19 @@
 import json
 
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from besa_hw.compare import candidates_from_profiles, candidates_from_runs, compare
 from simulator import load_hardware
 from simulator.synthetic import AllocationProfile
-from simulator.workload import OP_NAMES, ModelShape, module_path
+from simulator.workload import OP_NAMES, ModelShape
 
-TINY = ModelShape("tiny", 64, 128, 2, 4, 2, 16)
+from conftest import TINY, write_fake_run
+
 
 
 def fake_run(path, sparsity, ppl, shape=TINY):
-    """A run folder with random masks of the given sparsity (what `besa-hw prune` writes)."""
-    rng = np.random.default_rng(int(sparsity * 100))
-    masks, layers = {}, {}
-    for b in range(shape.num_hidden_layers):
-        for op, (o, i) in shape.op_shapes().items():
-            key = module_path(b, op)
-            masks[key] = rng.random((o, i)) >= sparsity
-            layers[key] = {"block": b, "op": op, "shape": [o, i], "target_sparsity": sparsity,
-                           "achieved_sparsity": float(1 - masks[key].mean())}
-    path.mkdir(parents=True)
-    save_file(masks, str(path / "masks.safetensors"))
-    model = {k: getattr(shape, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                            "num_attention_heads", "num_key_value_heads", "head_dim")}
-    manifest = {"format_version": 1, "model": {"id": shape.name, **model}, "method": f"m{sparsity}",
-                "layers": layers, "perplexity": {"dense": 10.0, "pruned": ppl}}
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    return path
+    return write_fake_run(path, sparsity, {"dense": 10.0, "pruned": ppl}, shape, row_spread=0.0,
+                          seed=int(sparsity * 100))
 
 
 def test_compare_runs_side_by_side(tmp_path):

@@ -1,63 +1,24 @@
 """build_report on a tiny simulated run: files exist and the tables hold the simulated numbers."""
 
-import json
-
-import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 import pytest
-from safetensors.numpy import save_file
 
-from besa_hw.pipeline import WorkloadSpec, build_ops, simulate, write_json, write_table
 from besa_hw.report import build_report, markdown_table
-from simulator import load_hardware, summarize
+from besa_hw.runjob import simulate_run
+from simulator import load_hardware
 
-# 2 blocks, hidden 64, intermediate 128, 4 heads x 16, 2 kv heads.
-SHAPES = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (32, 64), "self_attn.v_proj": (32, 64),
-          "self_attn.o_proj": (64, 64), "mlp.gate_proj": (128, 64), "mlp.up_proj": (128, 64),
-          "mlp.down_proj": (64, 128)}
-MODEL = {"id": "tiny-llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
-
-
-def make_run(path, perplexity=None):
-    """A pruning run folder with random ~50% masks whose rows are unevenly sparse."""
-    rng = np.random.default_rng(0)
-    masks, layers = {}, {}
-    for block in range(2):
-        for suffix, (out, inp) in SHAPES.items():
-            keep = rng.uniform(0.2, 0.8, size=(out, 1))  # per-row keep probability
-            mask = rng.random((out, inp)) < keep  # (out, in)
-            name = f"model.layers.{block}.{suffix}"
-            masks[name] = mask
-            rows = 1 - mask.mean(axis=1)
-            layers[name] = {"block": block, "op": suffix.split(".")[1], "shape": [out, inp],
-                            "target_sparsity": 0.5, "achieved_sparsity": float(1 - mask.mean()),
-                            "row_sparsity": {"min": rows.min(), "max": rows.max(), "mean": rows.mean(),
-                                             "std": rows.std()}}
-    path.mkdir()
-    save_file(masks, str(path / "masks.safetensors"))
-    manifest = {"format_version": 1, "model": MODEL, "method": "besa",
-                "hyperparameters": {"epochs": 1, "lr": 0.01}, "target_sparsity": 0.5,
-                "achieved_sparsity": 0.5, "layers": layers, "seed": 0,
-                "versions": {"besa_hw": "0.1.0", "numpy": np.__version__}, "perplexity": perplexity}
-    (path / "manifest.json").write_text(json.dumps(manifest, default=float))
-    return path
+from conftest import write_fake_run
 
 
 def simulate_phase(run, phase, tokens):
-    layers, summary = simulate(build_ops(WorkloadSpec(run_dir=str(run), phase=phase, tokens=tokens)),
-                               load_hardware())
-    write_table(layers, run / "sim" / phase / "layers.csv")
-    write_table(summary, run / "sim" / phase / "summary.csv")
-    write_table(summarize(layers, by="block"), run / "sim" / phase / "blocks.csv")
-    write_json(load_hardware(), run / "sim" / "hardware.json")
+    simulate_run(run, load_hardware(), {phase: tokens or 1})
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    path = make_run(tmp_path_factory.mktemp("runs") / "tiny",
-                    {"dense": 28.7, "pruned": 50.1, "data": "wikitext2", "seqlen": 128, "windows": 4})
+    path = write_fake_run(tmp_path_factory.mktemp("runs") / "tiny", 0.5,
+                          {"dense": 28.7, "pruned": 50.1, "data": "wikitext2", "seqlen": 128, "windows": 4})
     simulate_phase(path, "decode", None)
     simulate_phase(path, "prefill", 64)
     return path
@@ -97,7 +58,7 @@ def test_html_is_self_contained(report):
 
 
 def test_missing_parts(tmp_path, run):
-    bare = make_run(tmp_path / "bare")
+    bare = write_fake_run(tmp_path / "bare")
     with pytest.raises(FileNotFoundError, match="no simulation results"):
         build_report(bare)
     simulate_phase(bare, "decode", None)

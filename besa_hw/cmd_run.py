@@ -1,0 +1,133 @@
+"""``besa-hw run``: the main job, from a model to a speedup report.
+
+prune (or reuse a finished run folder) -> perplexity dense vs pruned -> simulate
+dense and sparse on the same hardware (decode and prefill) -> RUN_DIR/report/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from besa_hw.cmd_simulate import add_hardware_args, hardware
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="prune -> evaluate -> simulate -> report (the main job)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_prune_args(p, method_default="besa", nsamples=16, seqlen=256)
+    ev = p.add_argument_group("evaluation")
+    ev.add_argument("--eval-data", default="pydoc", help="text for perplexity: FILE | pydoc | wikitext2 | c4")
+    ev.add_argument("--eval-seqlen", type=int, default=512)
+    ev.add_argument("--eval-windows", type=int, default=16, help="number of windows (bounds CPU time)")
+    ev.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
+    sim = p.add_argument_group("simulation")
+    add_hardware_args(sim)
+    sim.add_argument("--phases", default="decode,prefill", help="comma-separated: decode, prefill")
+    sim.add_argument("--decode-tokens", type=int, default=1, help="batch size of the decode phase")
+    sim.add_argument("--prefill-tokens", type=int, default=512, help="prompt length of the prefill phase")
+    p.add_argument("--reuse", action="store_true", help="reuse --out if it is a finished run (skip pruning)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--no-report", action="store_true", help="skip writing RUN_DIR/report/")
+    p.add_argument("--out", help="run folder (default runs/<model>-<method>-<sparsity>)")
+    p.set_defaults(func=run)
+
+
+def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None, nsamples: int = 32,
+                   seqlen: int = 512) -> None:
+    g = p.add_argument_group("pruning")
+    g.add_argument("--model", default="smollm2-135m", help="HF folder, hub id, .gguf file or smollm2-135m")
+    g.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
+    g.add_argument("--method", default=method_default, required=method_default is None,
+                   choices=("besa", "wanda", "sparsegpt", "magnitude"))
+    g.add_argument("--preset", help="TOML preset (path or name in configs/prune), overridden by flags")
+    g.add_argument("--sparsity", type=float, help="target sparsity in [0, 1) (default 0.5)")
+    g.add_argument("--allocation", choices=("row", "layer"), help="BESA allocation granularity (default row)")
+    g.add_argument("--importance", choices=("wanda", "magnitude", "sparsegpt"), help="BESA weight ranking")
+    g.add_argument("--reconstruct", action="store_true", default=None,
+                   help="BESA: rebuild kept weights with SparseGPT's OBS update after learning the allocation")
+    g.add_argument("--nm", help="N:M pattern, e.g. 2:4 (keep N of every M)")
+    g.add_argument("--profile", help="per-layer sparsity JSON {module_path: sparsity} or a run manifest.json")
+    g.add_argument("--calib", default="pydoc", help="pydoc | FILE | wikitext2 | c4 (default pydoc)")
+    g.add_argument("--nsamples", type=int, default=nsamples, help=f"calibration segments (default {nsamples})")
+    g.add_argument("--seqlen", type=int, default=seqlen, help=f"tokens per segment (default {seqlen})")
+    g.add_argument("--epochs", type=int, help="BESA epochs (default 1)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--save-model", action="store_true", help="also save the pruned model (safetensors)")
+
+
+def _phases(args: argparse.Namespace) -> dict[str, int]:
+    tokens = {"decode": args.decode_tokens, "prefill": args.prefill_tokens}
+    names = [s.strip() for s in args.phases.split(",") if s.strip()]
+    bad = [n for n in names if n not in tokens]
+    if bad or not names:
+        raise ValueError(f"--phases takes decode and/or prefill, got {args.phases!r}")
+    for n in names:
+        if tokens[n] < 1:
+            raise ValueError(f"--{n}-tokens must be >= 1, got {tokens[n]}")
+    return {n: tokens[n] for n in names}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from besa_hw.cmd_prune import build_configs
+    from besa_hw.models import resolve_model
+    from besa_hw.runjob import EvalConfig, Timings, evaluate_run, is_finished_run, prune_and_evaluate, simulate_run
+    from pruning.calibration import check_source
+    from pruning.export import check_out_dir, read_manifest
+
+    start = time.perf_counter()
+    # Validate everything before any heavy work.
+    hw, phases = hardware(args), _phases(args)
+    cfg, calib = build_configs(args)
+    ev = EvalConfig(args.eval_data, args.eval_seqlen, args.eval_windows, not args.no_eval)
+    out = Path(args.out or f"runs/{Path(args.model).stem}-{cfg.method}-{cfg.sparsity:g}")
+    reuse = args.reuse and is_finished_run(out)
+    if not reuse:
+        check_out_dir(out, args.overwrite)
+        resolve_model(args.model, args.gguf_file)
+        if cfg.method != "magnitude":
+            check_source(calib.source)
+    if ev.enabled:
+        check_source(ev.data)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    timings = Timings()
+    if reuse:
+        print(f"reusing finished run {out}")
+        ppl = read_manifest(out).get("perplexity") or {}
+        if ev.enabled and ppl.get("pruned") is None:
+            t = time.perf_counter()
+            ppl = evaluate_run(out, ev, device, progress=True)
+            timings.add("eval", t)
+    else:
+        ppl = prune_and_evaluate(args.model, args.gguf_file, cfg, calib, out, ev, device, args.overwrite,
+                                 args.save_model, progress=True, timings=timings) or {}
+    t = time.perf_counter()
+    totals = simulate_run(out, hw, phases, args.compute_only, progress=True)
+    timings.add("simulate", t)
+    report = None
+    if not args.no_report:
+        from besa_hw.report import build_report
+
+        t = time.perf_counter()
+        report = build_report(out)
+        timings.add("report", t)
+    print_summary(out, read_manifest(out), ppl, totals, report, timings, time.perf_counter() - start)
+    return 0
+
+
+def print_summary(out: Path, manifest: dict, ppl: dict, totals: dict, report, timings, seconds: float) -> None:
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in timings.steps.items())
+    print(f"\nrun {out}: {manifest['method']} at {manifest['achieved_sparsity']:.4f} achieved sparsity")
+    if ppl.get("pruned") is not None:
+        dense = f"{ppl['dense']:.2f}" if ppl.get("dense") is not None else "?"
+        print(f"perplexity ({ppl['data']}, {ppl['windows']} x {ppl['seqlen']} tokens): "
+              f"dense {dense} -> pruned {ppl['pruned']:.2f}")
+    speed = ", ".join(f"{ph} {s.iloc[-1].speedup:.3f}x" for ph, s in totals.items())
+    print(f"end-to-end simulated speedup vs dense: {speed}")
+    if report is not None:
+        print(f"report: {report}")
+    print(f"total {seconds:.0f} s ({steps})")

@@ -1,0 +1,123 @@
+"""The main job: prune (or reuse a run) -> perplexity -> simulate dense vs sparse -> report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from besa_hw.pipeline import WorkloadSpec, build_ops, simulate, write_json, write_table
+from simulator import HardwareConfig, summarize
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvalConfig", "Timings", "simulate_run", "evaluate_run", "prune_and_evaluate", "is_finished_run"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Perplexity evaluation: the first `max_windows` non-overlapping windows of `data`."""
+
+    data: str = "pydoc"
+    seqlen: int = 512
+    max_windows: int = 16
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.seqlen < 2 or self.max_windows < 1:
+            raise ValueError("evaluation needs --eval-seqlen >= 2 and --eval-windows >= 1")
+
+
+@dataclass
+class Timings:
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, start: float) -> None:
+        self.steps[name] = round(time.perf_counter() - start, 2)
+
+
+def is_finished_run(run_dir: str | Path) -> bool:
+    run_dir = Path(run_dir)
+    return (run_dir / "manifest.json").is_file() and (run_dir / "masks.safetensors").is_file()
+
+
+def simulate_run(run_dir: str | Path, hw: HardwareConfig, phases: dict[str, int], compute_only: bool = False,
+                 progress: bool = False) -> dict[str, pd.DataFrame]:
+    """Simulate a run folder's masks per phase; writes RUN_DIR/sim/<phase>/{layers,summary,blocks}.csv."""
+    sim_dir = Path(run_dir) / "sim"
+    totals = {}
+    for phase, tokens in phases.items():
+        spec = WorkloadSpec(run_dir=str(run_dir), phase=phase, tokens=tokens)
+        layers, summary = simulate(build_ops(spec), hw, compute_only, progress, desc=f"simulate {phase}")
+        write_table(layers, sim_dir / phase / "layers.csv")
+        write_table(summary, sim_dir / phase / "summary.csv")
+        write_table(summarize(layers, by="block"), sim_dir / phase / "blocks.csv")
+        totals[phase] = summary
+    write_json(hw, sim_dir / "hardware.json")
+    return totals
+
+
+def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, progress: bool = False) -> dict:
+    """Dense and pruned perplexity of a finished run (loads one model at a time); updates the manifest."""
+    from besa_hw.cmd_eval import load_run_model
+    from besa_hw.models import load_model
+    from pruning.calibration import load_text, tokenize
+    from pruning.eval import perplexity
+    from pruning.export import read_manifest, update_manifest
+
+    spec = read_manifest(run_dir)["model"]
+    lm, tok, _ = load_model(spec["id"], spec.get("gguf_file"), device=device)
+    ids = tokenize(tok, load_text(ev.data))
+    dense = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
+    del lm
+    lm, _, _ = load_run_model(run_dir, device)
+    pruned = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
+    return record_perplexity(run_dir, ev, dense, pruned, ids.numel())
+
+
+def record_perplexity(run_dir: str | Path, ev: EvalConfig, dense: float | None, pruned: float, n_tokens: int) -> dict:
+    from pruning.export import update_manifest
+
+    ppl = {"dense": dense, "pruned": pruned, "data": ev.data, "seqlen": ev.seqlen,
+           "windows": min(n_tokens // ev.seqlen, ev.max_windows)}
+    update_manifest(run_dir, {"perplexity": ppl})
+    return ppl
+
+
+def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str | Path, ev: EvalConfig,
+                       device: str, overwrite: bool = False, save_model: bool = False,
+                       progress: bool = False, timings: Timings | None = None) -> dict | None:
+    """Load once: dense perplexity, prune in place, write the run folder, pruned perplexity."""
+    from besa_hw.cmd_prune import write_result
+    from besa_hw.models import load_model
+    from pruning import prune_model
+    from pruning.calibration import get_calibration, load_text, tokenize
+    from pruning.eval import perplexity
+    from pruning.sequential import check_model_fits
+
+    timings = timings or Timings()
+    t = time.perf_counter()
+    lm, tok, spec = load_model(model, gguf_file, device=device)
+    check_model_fits(lm, cfg)
+    timings.add("load", t)
+    ids = dense = None
+    if ev.enabled:
+        t = time.perf_counter()
+        ids = tokenize(tok, load_text(ev.data))
+        dense = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
+        timings.add("eval dense", t)
+    t = time.perf_counter()
+    calib_ids = get_calibration(tok, calib).to(device) if cfg.method != "magnitude" else None
+    result = prune_model(lm, calib_ids, cfg, progress=progress)
+    write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t,
+                 save_model=save_model, overwrite=overwrite)
+    timings.add("prune", t)
+    if not ev.enabled:
+        return None
+    t = time.perf_counter()
+    pruned = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
+    timings.add("eval pruned", t)
+    return record_perplexity(out, ev, dense, pruned, ids.numel())

@@ -1,0 +1,68 @@
+"""`besa-hw sweep` and `besa-hw compare` as a user runs them."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from besa_hw.cli import main
+
+from conftest import write_fake_run
+
+
+def test_sweep_two_parameter_grid(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--shape", "smollm2-135m", "--blocks", "1", "--phase", "prefill", "--tokens", "64",
+            "--grid", "pe_rows=8,64", "--grid", "dram_gbps=19.2,1228.8", "--workers", "1", "--out", str(out)]
+    assert main(args) == 0
+    tidy, points = pd.read_csv(out / "sweep.csv"), pd.read_csv(out / "points.csv")
+    assert len(tidy) == 4 * 7 and len(points) == 4
+    assert {"pe_rows", "dram_gbps", "speedup", "memory_bound_fraction"} <= set(points.columns)
+    assert (out / "speedup_vs_params.png").is_file() and (out / "speedup_heatmap.png").is_file()
+    slow = points[(points.pe_rows == 64) & (points.dram_gbps == 19.2)].iloc[0]
+    fast = points[(points.pe_rows == 64) & (points.dram_gbps == 1228.8)].iloc[0]
+    assert slow.memory_bound_fraction > fast.memory_bound_fraction
+    assert "4 points x 7 ops" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,text", [
+    (["--grid", "pe_rowz=8,16"], "'pe_rowz' is not a HardwareConfig field"),
+    ([], "empty sweep grid"),
+    (["--grid", "dram_gbps="], "no values given"),
+])
+def test_sweep_errors(tmp_path, capsys, extra, text):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--shape", "smollm2-135m", "--blocks", "1", "--out", str(out)] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and text in err
+    assert not out.exists()
+
+
+def test_compare_runs_cli(tmp_path, capsys):
+    a = write_fake_run(tmp_path / "besa", 0.5, {"dense": 20.0, "pruned": 30.0})
+    b = write_fake_run(tmp_path / "wanda", 0.5, {"dense": 20.0, "pruned": 35.0}, row_spread=0.0, seed=1)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table.name) == ["besa", "wanda"] and list(table.ppl) == [30.0, 35.0]
+    # Uneven rows (the "besa" run) cost load imbalance on the sparse engine.
+    assert table.load_imbalance_decode[0] > table.load_imbalance_decode[1]
+    for name in ("allocations.csv", "layers.csv", "tradeoff.png", "allocations.png"):
+        assert (out / name).is_file()
+
+
+def test_compare_errors(tmp_path, capsys):
+    from simulator.workload import ModelShape
+
+    a = write_fake_run(tmp_path / "a")
+    b = write_fake_run(tmp_path / "b", shape=ModelShape("wide", 64, 256, 2, 4, 2, 16))
+    (tmp_path / "nomasks").mkdir()
+    (tmp_path / "nomasks" / "manifest.json").write_text(json.dumps({"model": {}}))
+    cases = [([str(a), str(b)], "different models"),
+             ([str(a), str(tmp_path / "nomasks")], "masks.safetensors is missing"),
+             ([], "nothing to compare")]
+    for runs, text in cases:
+        assert main(["compare", *runs, "--out", str(tmp_path / "cmp")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and text in err, err
+    assert not (tmp_path / "cmp").exists()
