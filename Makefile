@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench report clean
+.PHONY: install demo test test-fast bench bench-prune report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-fast: install
 
 bench: install
 	$(PY) bench/sim_speed.py
+
+# Pruning quality/speed table (issue 3 protocol; about 3-4 min per method on 2 CPU threads).
+bench-prune: install
+	$(PY) bench/prune_quality.py --methods dense,magnitude,wanda,sparsegpt,besa-row,besa-row-recon
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache

@@ -38,6 +38,8 @@ SPECS = {
     "besa-row-sgptscore": {"method": "besa", "besa_importance": "sparsegpt"},
     "besa-row-magscore": {"method": "besa", "besa_importance": "magnitude"},
     "besa-row-paper": {"method": "besa", "besa_smoothing": "sigmoid"},
+    "besa-row-dense": {"method": "besa", "besa_target": "dense"},
+    "besa-row-dense-recon": {"method": "besa", "besa_target": "dense", "besa_reconstruct": True},
 }
 HEADER = "| method | ppl | achieved sparsity | prune s | peak RSS GB | threads |\n|---|---|---|---|---|---|"
 

@@ -67,6 +67,7 @@ class PruneConfig:
     besa_smoothing: str = "none"
     besa_init_width: float = 0.1
     besa_reconstruct: bool = False
+    besa_target: str = "block"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -94,6 +95,8 @@ class PruneConfig:
             raise ValueError(f"optimizer must be prodigy or adamw, got {self.besa_optimizer!r}")
         if self.besa_smoothing not in ("none", "sigmoid"):
             raise ValueError(f"smoothing must be none or sigmoid, got {self.besa_smoothing!r}")
+        if self.besa_target not in ("block", "dense"):
+            raise ValueError(f"BESA target must be block or dense, got {self.besa_target!r}")
         if not 0.0 < self.besa_step <= 0.5:
             raise ValueError(f"candidate step must be in (0, 0.5], got {self.besa_step}")
         if self.besa_epochs < 0 or self.besa_batch < 1 or self.forward_batch < 1:

@@ -118,6 +118,10 @@ def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], tar
     result.block_sparsity.append(1.0 - kept / total)
 
 
+def _uses_dense_stream(cfg: PruneConfig) -> bool:
+    return cfg.method == "besa" and cfg.besa_target == "dense"
+
+
 def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConfig,
                 progress: bool = False) -> PruneResult:
     """Prune ``model`` in place, block by block; ``calib_ids`` (N, T) token ids on the model's device.
@@ -132,15 +136,19 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConf
         if calib_ids is None:
             raise ValueError(f"method {cfg.method} needs calibration data")
         hidden, kwargs = capture_block_inputs(model, calib_ids)
+    # BESA may fit each pruned block to the *dense model's* block outputs (a dense stream kept
+    # alongside), so later blocks can compensate the error of earlier ones.
+    dense_stream = hidden.clone() if hidden is not None and _uses_dense_stream(cfg) else None
     for i in tqdm(range(len(layers)), desc=f"prune {cfg.method}", unit="block", disable=not progress):
         block, linears = layers[i], block_linears(layers[i])
         targets = {op: all_targets[module_path(i, op)] for op in linears}
         job = BlockJob(i, block, linears, targets, cfg, inputs=hidden, kwargs=kwargs)
         if hidden is not None:
             with collect_input_stats(linears, needs_hessian(cfg)) as job.stats:
-                dense = run_block(block, hidden, kwargs, cfg.forward_batch)
+                dense = run_block(block, hidden if dense_stream is None else dense_stream, kwargs, cfg.forward_batch)
             check_finite(job.stats, i)
             job.dense_out = dense if cfg.method == "besa" else None
+            dense_stream = None if dense_stream is None else dense
         masks = METHOD_FNS[cfg.method](job)
         with torch.no_grad():
             for op, lin in linears.items():
