@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune report clean
+.PHONY: install demo test test-fast bench bench-prune bench-sweep report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job on the embedded default model: BESA row-wise 50% -> perplexity -> simulate -> report.
 demo: install
-	$(VENV)/bin/besa-hw simulate --shape smollm2-135m --sparsity 0.5 --out runs/demo-sim
+	$(VENV)/bin/besa-hw run --out runs/demo --overwrite
 
 test: install
 	$(PY) -m pytest -q
@@ -33,6 +34,15 @@ bench: install
 # Pruning quality/speed table (issue 3 protocol; about 3-4 min per method on 2 CPU threads).
 bench-prune: install
 	$(PY) bench/prune_quality.py --methods dense,magnitude,wanda,sparsegpt,besa-row,besa-row-recon
+
+# Regenerate the committed example report (reports/smollm2-135m-besa/) from a real run.
+report: install
+	$(VENV)/bin/besa-hw run --out runs/example --overwrite
+	rm -rf reports/smollm2-135m-besa
+	cp -r runs/example/report reports/smollm2-135m-besa
+
+bench-sweep: install
+	$(PY) bench/sweep_speed.py
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache
