@@ -15,27 +15,34 @@ PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "prune"
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prune", help="prune a model with BESA / Wanda / SparseGPT / magnitude",
                               description="Prune the q/k/v/o/gate/up/down Linears of every decoder block.")
-    p.add_argument("--model", default="smollm2-135m", help="HF folder, hub id, .gguf file or smollm2-135m")
-    p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
-    p.add_argument("--method", required=True, choices=("besa", "wanda", "sparsegpt", "magnitude"))
-    p.add_argument("--preset", help="TOML preset (path or name in configs/prune), overridden by flags")
-    p.add_argument("--sparsity", type=float, help="target sparsity in [0, 1) (default 0.5)")
-    p.add_argument("--allocation", choices=("row", "layer"), help="BESA allocation granularity (default row)")
-    p.add_argument("--importance", choices=("wanda", "magnitude", "sparsegpt"), help="BESA weight ranking")
-    p.add_argument("--reconstruct", action="store_true", default=None,
-                   help="BESA: rebuild kept weights with SparseGPT's OBS update after learning the allocation")
-    p.add_argument("--nm", help="N:M pattern, e.g. 2:4 (keep N of every M)")
-    p.add_argument("--profile", help="per-layer sparsity JSON {module_path: sparsity} or a run manifest.json")
-    p.add_argument("--calib", default="pydoc", help="pydoc | FILE | wikitext2 | c4 (default pydoc)")
-    p.add_argument("--nsamples", type=int, default=32)
-    p.add_argument("--seqlen", type=int, default=512)
-    p.add_argument("--epochs", type=int, help="BESA epochs (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--save-model", action="store_true", help="also save the pruned model (safetensors)")
+    add_prune_args(p, method_default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
     p.add_argument("--out", required=True, help="run folder to create")
     p.set_defaults(func=handle)
+
+
+def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None, nsamples: int = 32,
+                   seqlen: int = 512) -> None:
+    g = p.add_argument_group("pruning")
+    g.add_argument("--model", default="smollm2-135m", help="HF folder, hub id, .gguf file or smollm2-135m")
+    g.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
+    g.add_argument("--method", default=method_default, required=method_default is None,
+                   choices=("besa", "wanda", "sparsegpt", "magnitude"))
+    g.add_argument("--preset", help="TOML preset (path or name in configs/prune), overridden by flags")
+    g.add_argument("--sparsity", type=float, help="target sparsity in [0, 1) (default 0.5)")
+    g.add_argument("--allocation", choices=("row", "layer"), help="BESA allocation granularity (default row)")
+    g.add_argument("--importance", choices=("wanda", "magnitude", "sparsegpt"), help="BESA weight ranking")
+    g.add_argument("--reconstruct", action="store_true", default=None,
+                   help="BESA: rebuild kept weights with SparseGPT's OBS update after learning the allocation")
+    g.add_argument("--nm", help="N:M pattern, e.g. 2:4 (keep N of every M)")
+    g.add_argument("--profile", help="per-layer sparsity JSON {module_path: sparsity} or a run manifest.json")
+    g.add_argument("--calib", default="pydoc", help="pydoc | FILE | wikitext2 | c4 (default pydoc)")
+    g.add_argument("--nsamples", type=int, default=nsamples, help=f"calibration segments (default {nsamples})")
+    g.add_argument("--seqlen", type=int, default=seqlen, help=f"tokens per segment (default {seqlen})")
+    g.add_argument("--epochs", type=int, help="BESA epochs (default 1)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--save-model", action="store_true", help="also save the pruned model (safetensors)")
 
 
 def _preset(name: str | None) -> dict:

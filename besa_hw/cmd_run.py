@@ -10,6 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
+from besa_hw.cmd_prune import add_prune_args
 from besa_hw.cmd_simulate import add_hardware_args, hardware
 
 
@@ -32,30 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="skip writing RUN_DIR/report/")
     p.add_argument("--out", help="run folder (default runs/<model>-<method>-<sparsity>)")
     p.set_defaults(func=run)
-
-
-def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None, nsamples: int = 32,
-                   seqlen: int = 512) -> None:
-    g = p.add_argument_group("pruning")
-    g.add_argument("--model", default="smollm2-135m", help="HF folder, hub id, .gguf file or smollm2-135m")
-    g.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
-    g.add_argument("--method", default=method_default, required=method_default is None,
-                   choices=("besa", "wanda", "sparsegpt", "magnitude"))
-    g.add_argument("--preset", help="TOML preset (path or name in configs/prune), overridden by flags")
-    g.add_argument("--sparsity", type=float, help="target sparsity in [0, 1) (default 0.5)")
-    g.add_argument("--allocation", choices=("row", "layer"), help="BESA allocation granularity (default row)")
-    g.add_argument("--importance", choices=("wanda", "magnitude", "sparsegpt"), help="BESA weight ranking")
-    g.add_argument("--reconstruct", action="store_true", default=None,
-                   help="BESA: rebuild kept weights with SparseGPT's OBS update after learning the allocation")
-    g.add_argument("--nm", help="N:M pattern, e.g. 2:4 (keep N of every M)")
-    g.add_argument("--profile", help="per-layer sparsity JSON {module_path: sparsity} or a run manifest.json")
-    g.add_argument("--calib", default="pydoc", help="pydoc | FILE | wikitext2 | c4 (default pydoc)")
-    g.add_argument("--nsamples", type=int, default=nsamples, help=f"calibration segments (default {nsamples})")
-    g.add_argument("--seqlen", type=int, default=seqlen, help=f"tokens per segment (default {seqlen})")
-    g.add_argument("--epochs", type=int, help="BESA epochs (default 1)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    g.add_argument("--save-model", action="store_true", help="also save the pruned model (safetensors)")
 
 
 def _phases(args: argparse.Namespace) -> dict[str, int]:
