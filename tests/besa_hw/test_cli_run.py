@@ -1,0 +1,57 @@
+"""`besa-hw run`: prune -> eval -> simulate -> report, on the tiny model (the real one is in the slow test)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from besa_hw.cli import main
+
+
+def run_args(model_dir, text_file, out, *extra):
+    return ["run", "--model", str(model_dir), "--method", "wanda", "--nsamples", "4", "--seqlen", "32",
+            "--calib", str(text_file), "--eval-data", str(text_file), "--eval-seqlen", "64",
+            "--eval-windows", "2", "--prefill-tokens", "16", "--out", str(out), *extra]
+
+
+def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(run_args(tiny_model_dir, text_file, out)) == 0
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    ppl = manifest["perplexity"]
+    assert ppl["dense"] > 0 and ppl["pruned"] > 0 and ppl["windows"] == 2
+    decode = pd.read_csv(out / "sim" / "decode" / "summary.csv")
+    prefill = pd.read_csv(out / "sim" / "prefill" / "layers.csv")
+    assert len(prefill) == 14 and (prefill.tokens == 16).all()
+    assert (out / "report" / "report.html").is_file()
+    assert f"decode {decode.speedup.iloc[-1]:.3f}x" in printed and "report:" in printed
+    assert f"pruned {ppl['pruned']:.2f}" in printed
+    # Reuse the finished run on other hardware: no pruning, new simulation.
+    assert main(run_args(tiny_model_dir, text_file, out, "--reuse", "--hw", "vitcod-64x8",
+                         "--phases", "decode")) == 0
+    assert "reusing finished run" in capsys.readouterr().out
+    assert json.loads((out / "sim" / "hardware.json").read_text())["name"] == "vitcod-64x8"
+
+
+@pytest.mark.parametrize("extra,text", [
+    (["--phases", "decode,train"], "--phases takes decode and/or prefill"),
+    (["--sparsity", "1.2"], "sparsity must be in [0, 1)"),
+    (["--set", "pe_rows=0"], "pe_rows must be a positive integer"),
+    (["--eval-data", "/no/such/file.txt"], "/no/such/file.txt"),
+])
+def test_run_rejects_bad_input_before_work(tiny_model_dir, text_file, tmp_path, capsys, extra, text):
+    out = tmp_path / "run"
+    assert main(run_args(tiny_model_dir, text_file, out, *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and text in err, err
+    assert not out.exists()
+
+
+def test_run_refuses_to_clobber_a_run(tiny_model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(run_args(tiny_model_dir, text_file, out)) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
