@@ -47,17 +47,14 @@ def _phases(args: argparse.Namespace) -> dict[str, int]:
     return {n: tokens[n] for n in names}
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
+def _validate(args: argparse.Namespace):
+    """Check every input before any heavy work; returns what the run needs."""
     from besa_hw.cmd_prune import build_configs
     from besa_hw.models import resolve_model
-    from besa_hw.runjob import EvalConfig, Timings, evaluate_run, is_finished_run, prune_and_evaluate, simulate_run
+    from besa_hw.runjob import EvalConfig, is_finished_run
     from pruning.calibration import check_source
-    from pruning.export import check_out_dir, read_manifest
+    from pruning.export import check_out_dir
 
-    start = time.perf_counter()
-    # Validate everything before any heavy work.
     hw, phases = hardware(args), _phases(args)
     cfg, calib = build_configs(args)
     ev = EvalConfig(args.eval_data, args.eval_seqlen, args.eval_windows, not args.no_eval)
@@ -70,6 +67,17 @@ def run(args: argparse.Namespace) -> int:
             check_source(calib.source)
     if ev.enabled:
         check_source(ev.data)
+    return hw, phases, cfg, calib, ev, out, reuse
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from besa_hw.runjob import Timings, evaluate_run, prune_and_evaluate, simulate_run
+    from pruning.export import read_manifest
+
+    start = time.perf_counter()
+    hw, phases, cfg, calib, ev, out, reuse = _validate(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     timings = Timings()
     if reuse:
