@@ -66,7 +66,7 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, progress: boo
     from besa_hw.models import load_model
     from pruning.calibration import load_text, tokenize
     from pruning.eval import perplexity
-    from pruning.export import read_manifest, update_manifest
+    from pruning.export import read_manifest
 
     spec = read_manifest(run_dir)["model"]
     lm, tok, _ = load_model(spec["id"], spec.get("gguf_file"), device=device)

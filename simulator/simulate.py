@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-import numpy as np
 import pandas as pd
 
 from simulator.accelerator import Accelerator, SimResult
