@@ -132,25 +132,33 @@ def channel_normalised_mse(pred: torch.Tensor, target: torch.Tensor, denom: torc
     return (err / denom).mean()
 
 
-def _make_optimizer(params: list[nn.Parameter], name: str, lr: float, d_coef: float) -> torch.optim.Optimizer:
+def _make_optimizer(params: list[nn.Parameter], name: str, lr: float, d_coef: float,
+                    d0: float | None) -> torch.optim.Optimizer:
     if name == "prodigy":
         from prodigyopt import Prodigy
-        return Prodigy(params, lr=lr, d_coef=d_coef, weight_decay=0.0)
+        return Prodigy(params, lr=lr, d_coef=d_coef, weight_decay=0.0, d0=d0 or 1e-6)
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
 def learn_allocation(block: nn.Module, learner: AllocationLearner, inputs: torch.Tensor,
                      targets: torch.Tensor, kwargs: dict, *, target: float, epochs: int, beta: float,
-                     batch: int, optimizer: str, lr: float, d_coef: float, seed: int) -> list[float]:
-    """Train the allocation logits on block reconstruction; returns the per-step losses."""
+                     batch: int, optimizer: str, lr: float, d_coef: float, seed: int,
+                     samples: int | None = None, carry: dict | None = None) -> list[float]:
+    """Train the allocation logits on block reconstruction; returns the per-step losses.
+
+    Each epoch visits ``samples`` (default: all) calibration segments in a seeded random order.
+    ``carry`` (shared across blocks) passes Prodigy's step-size estimate d on to the next block,
+    so a short run per block does not spend its first steps re-growing d from 1e-6.
+    """
+    carry = {} if carry is None else carry
     for p in block.parameters():
         p.requires_grad_(False)
     denom = targets.float().pow(2).reshape(-1, targets.shape[-1]).mean(dim=0).clamp_min(1e-8)
-    opt = _make_optimizer(list(learner.parameters()), optimizer, lr, d_coef)
+    opt = _make_optimizer(list(learner.parameters()), optimizer, lr, d_coef, carry.get("d"))
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(epochs):
-        order = torch.randperm(inputs.shape[0], generator=gen)
+        order = torch.randperm(inputs.shape[0], generator=gen)[:samples]
         for j in range(0, len(order), batch):
             idx = order[j:j + batch].to(inputs.device)
             weights, s = learner.masked_weights()
@@ -161,6 +169,8 @@ def learn_allocation(block: nn.Module, learner: AllocationLearner, inputs: torch
             loss.backward()
             opt.step()
             losses.append(loss.item())
+    if "d" in opt.param_groups[0]:
+        carry["d"] = float(opt.param_groups[0]["d"])
     if losses and not math.isfinite(losses[-1]):
         raise ValueError("BESA loss became NaN/inf; check the calibration activations")
     return losses

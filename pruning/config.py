@@ -61,13 +61,16 @@ class PruneConfig:
     besa_step: float = 0.01
     besa_beta: float = 5.0
     besa_batch: int = 1
+    besa_samples: int | None = None
+    besa_carry_d: bool = True
     besa_optimizer: str = "prodigy"
     besa_lr: float = 1.0
     besa_d_coef: float = 5.0
     besa_smoothing: str = "none"
     besa_init_width: float = 0.1
     besa_reconstruct: bool = False
-    besa_target: str = "block"
+    besa_target: str = "dense"
+    besa_reconstruct_mode: str = "mask"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -97,8 +100,12 @@ class PruneConfig:
             raise ValueError(f"smoothing must be none or sigmoid, got {self.besa_smoothing!r}")
         if self.besa_target not in ("block", "dense"):
             raise ValueError(f"BESA target must be block or dense, got {self.besa_target!r}")
+        if self.besa_reconstruct_mode not in ("counts", "mask"):
+            raise ValueError(f"reconstruct mode must be counts or mask, got {self.besa_reconstruct_mode!r}")
         if not 0.0 < self.besa_step <= 0.5:
             raise ValueError(f"candidate step must be in (0, 0.5], got {self.besa_step}")
+        if self.besa_samples is not None and self.besa_samples < 1:
+            raise ValueError(f"besa_samples must be >= 1, got {self.besa_samples}")
         if self.besa_epochs < 0 or self.besa_batch < 1 or self.forward_batch < 1:
             raise ValueError("epochs must be >= 0 and batch sizes >= 1")
 

@@ -34,6 +34,7 @@ class BlockJob:
     dense_out: torch.Tensor | None = None   # (N, T, H) outputs of this block while still dense
     kwargs: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # method-specific results to log/report
+    carry: dict = field(default_factory=dict)  # state a method passes from block to block
 
 
 def _score_mask(job: BlockJob, op: str, score: torch.Tensor) -> torch.Tensor:
@@ -89,13 +90,19 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
         losses = learn_allocation(job.block, learner, job.inputs, job.dense_out, job.kwargs, target=target,
                                   epochs=cfg.besa_epochs, beta=cfg.besa_beta, batch=cfg.besa_batch,
                                   optimizer=cfg.besa_optimizer, lr=cfg.besa_lr, d_coef=cfg.besa_d_coef,
-                                  seed=cfg.seed + job.index)
+                                  seed=cfg.seed + job.index, samples=cfg.besa_samples,
+                                  carry=job.carry if cfg.besa_carry_d else None)
     counts = learner.final_counts(target)
     job.info["besa_loss"] = (losses[0], losses[-1]) if losses else None
+    job.info["prodigy_d"] = job.carry.get("d")
     masks = {}
     for (op, lin), cnt in zip(job.linears.items(), counts):
         if cfg.besa_reconstruct:
-            w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, row_prune_counts=cnt,
+            # "counts": BESA decides how many weights each row loses, OBS picks which;
+            # "mask": BESA's own mask is kept and OBS only updates the surviving weights.
+            choice = ({"row_prune_counts": cnt} if cfg.besa_reconstruct_mode == "counts"
+                      else {"keep_mask": mask_from_row_counts(scores[op], cnt)})
+            w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, **choice,
                                       blocksize=cfg.sparsegpt_blocksize, percdamp=cfg.sparsegpt_percdamp)
             lin.weight.data.copy_(w)
             masks[op] = keep

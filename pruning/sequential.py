@@ -130,7 +130,7 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConf
     """
     check_model_fits(model, cfg)
     layers, all_targets = decoder_layers(model), layer_targets(model, cfg)
-    result, t0 = PruneResult(), time.perf_counter()
+    result, t0, carry = PruneResult(), time.perf_counter(), {}
     hidden, kwargs = (None, {})
     if needs_data(cfg):
         if calib_ids is None:
@@ -142,10 +142,13 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConf
     for i in tqdm(range(len(layers)), desc=f"prune {cfg.method}", unit="block", disable=not progress):
         block, linears = layers[i], block_linears(layers[i])
         targets = {op: all_targets[module_path(i, op)] for op in linears}
-        job = BlockJob(i, block, linears, targets, cfg, inputs=hidden, kwargs=kwargs)
+        job = BlockJob(i, block, linears, targets, cfg, inputs=hidden, kwargs=kwargs, carry=carry)
         if hidden is not None:
-            with collect_input_stats(linears, needs_hessian(cfg)) as job.stats:
+            with collect_input_stats(linears, needs_hessian(cfg) and dense_stream is None) as job.stats:
                 dense = run_block(block, hidden if dense_stream is None else dense_stream, kwargs, cfg.forward_batch)
+            if dense_stream is not None and needs_hessian(cfg):  # OBS needs X^T X of the real (pruned) inputs
+                with collect_input_stats(linears, True) as job.stats:
+                    run_block(block, hidden, kwargs, cfg.forward_batch)
             check_finite(job.stats, i)
             job.dense_out = dense if cfg.method == "besa" else None
             dense_stream = None if dense_stream is None else dense
@@ -154,7 +157,7 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConf
             for op, lin in linears.items():
                 lin.weight.mul_(masks[op].to(lin.weight.device, lin.weight.dtype))
         _record(result, i, masks, targets)
-        logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
+        logger.info("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
         if hidden is not None:
             hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
             if not torch.isfinite(hidden).all():
