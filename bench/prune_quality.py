@@ -74,6 +74,21 @@ def _cpu_seconds() -> float:
     return use.ru_utime + use.ru_stime
 
 
+def allocation_summary(layers: dict) -> dict:
+    """Where the sparsity went: mean per op, per block third, and the span of per-row sparsities."""
+    ops, thirds, lo, hi = {}, {0: [], 1: [], 2: []}, 1.0, 0.0
+    n_blocks = 1 + max(v["block"] for v in layers.values())
+    for rec in layers.values():
+        ops.setdefault(rec["op"], []).append(rec["achieved_sparsity"])
+        thirds[min(2, 3 * rec["block"] // n_blocks)].append(rec["achieved_sparsity"])
+        lo, hi = min(lo, rec["row_sparsity"]["min"]), max(hi, rec["row_sparsity"]["max"])
+    def mean(xs: list[float]) -> float:
+        return round(sum(xs) / len(xs), 4)
+
+    return {"per_op": {k: mean(v) for k, v in ops.items()},
+            "per_third": {k: mean(v) for k, v in thirds.items() if v}, "row_min": round(lo, 4), "row_max": round(hi, 4)}
+
+
 def _load() -> str:
     return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -92,7 +107,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     model, tok, _ = load_model()
     row = {"method": name, "threads": torch.get_num_threads(), "sparsity": 0.0, "prune_s": 0.0, "prune_cpu_s": 0.0}
     if SPECS[name] is not None:
-        cfg = PruneConfig(sparsity=0.5, seed=0, **{**SPECS[name], **parse_sets(args.set)})
+        cfg = PruneConfig(**{"sparsity": 0.5, "seed": 0, **SPECS[name], **parse_sets(args.set)})
         calib = sample_segments(tokenize(tok, (data / "wikitext-2/wiki.valid.tokens").read_text()), 32, 512, 0)
         t0, c0 = time.perf_counter(), _cpu_seconds()
         result = prune_model(model, calib, cfg, progress=args.progress)
@@ -100,6 +115,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         row["prune_cpu_s"] = _cpu_seconds() - c0
         row["load"] = _load()  # 1/5/15-min load averages right after pruning
         row["sparsity"] = result.achieved_sparsity
+        row["allocation"] = allocation_summary(result.layers)
+        print("ALLOC " + json.dumps({"method": name, **row["allocation"]}), file=sys.stderr, flush=True)
     test_ids = tokenize(tok, (data / "wikitext-2-raw/wiki.test.raw").read_text())
     row["ppl"] = perplexity(model, test_ids, seqlen=512, max_windows=40)
     row.setdefault("load", _load())

@@ -43,6 +43,8 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--save-model", action="store_true", help="also save the pruned model (safetensors)")
+    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any PruneConfig field, e.g. besa_samples=24 or besa_reconstruct=true")
 
 
 def _preset(name: str | None) -> dict:
@@ -56,6 +58,29 @@ def _preset(name: str | None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"preset not found: {name}")
     return tomllib.loads(path.read_text()).get("prune", {})
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``FIELD=VALUE`` pairs checked against PruneConfig fields; values parsed as JSON when they can be."""
+    import dataclasses
+    import json
+
+    from pruning.config import PruneConfig
+
+    names = {f.name for f in dataclasses.fields(PruneConfig)} - {"method", "seed", "profile"}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in names:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(names))}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    if isinstance(out.get("nm"), str):
+        from pruning.config import parse_nm
+        out["nm"] = parse_nm(out["nm"])
+    return out
 
 
 def build_configs(args: argparse.Namespace):
@@ -73,6 +98,7 @@ def build_configs(args: argparse.Namespace):
         fields.setdefault("sparsity", 1 - nm[0] / nm[1])
     if args.profile:
         fields["profile"] = load_profile(args.profile)
+    fields.update(parse_overrides(getattr(args, "set", None) or []))
     try:
         cfg = PruneConfig(method=args.method, seed=args.seed, **fields)
     except TypeError as exc:

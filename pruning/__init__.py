@@ -1,13 +1,18 @@
 """BESA / Wanda / SparseGPT / magnitude pruning of LLaMA-style decoders (torch only; no simulator).
 
-Library entry points::
+Library entry points (no argparse)::
 
-    ids = calibration.get_calibration(tokenizer, CalibConfig(...))
-    result = prune_model(model, ids, PruneConfig(method="besa"), progress=True)
-    export.write_run(out_dir, result, manifest_fields...)
+    from pruning import CalibConfig, PruneConfig, get_calibration, prune_model, perplexity
+    ids = get_calibration(tokenizer, CalibConfig("pydoc", nsamples=32, seqlen=512, seed=0))
+    result = prune_model(model, ids, PruneConfig(method="besa", sparsity=0.5), progress=True)
+    write_run("runs/x", result.masks, manifest)   # or besa_hw.cmd_prune.prune_to_run(...)
 """
 
+from pruning.calibration import get_calibration
 from pruning.config import CalibConfig, PruneConfig, parse_nm
+from pruning.eval import perplexity
+from pruning.export import read_run, write_run
 from pruning.sequential import PruneResult, prune_model
 
-__all__ = ["CalibConfig", "PruneConfig", "PruneResult", "parse_nm", "prune_model"]
+__all__ = ["CalibConfig", "PruneConfig", "PruneResult", "get_calibration", "parse_nm", "perplexity",
+           "prune_model", "read_run", "write_run"]

@@ -122,6 +122,44 @@ def _uses_dense_stream(cfg: PruneConfig) -> bool:
     return cfg.method == "besa" and cfg.besa_target == "dense"
 
 
+def _training_subset(n: int, cfg: PruneConfig) -> torch.Tensor | None:
+    """Fixed seeded subset of segments for BESA's learning when only the dense stream needs them all.
+
+    With a dense-stream target and no OBS step, the pruned stream only feeds the allocation
+    learning, so it is propagated for ``besa_samples`` segments instead of all of them
+    (statistics and targets still use every segment).
+    """
+    if not (_uses_dense_stream(cfg) and not needs_hessian(cfg) and cfg.besa_samples and cfg.besa_samples < n):
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.besa_samples]
+
+
+def _dense_pass(job: BlockJob, hidden: torch.Tensor, dense_stream: torch.Tensor | None,
+                subset: torch.Tensor | None) -> torch.Tensor:
+    """Run the still-dense block, collecting its input statistics into ``job``; returns its outputs.
+
+    With a dense stream (BESA's default target) the block runs on the dense model's inputs; OBS
+    (SparseGPT update / score) still needs X^T X of the real, pruned-stream inputs: one more pass.
+    """
+    cfg = job.config
+    src = hidden if dense_stream is None else dense_stream
+    with collect_input_stats(job.linears, needs_hessian(cfg) and dense_stream is None) as job.stats:
+        dense = run_block(job.block, src, job.kwargs, cfg.forward_batch)
+    if dense_stream is not None and needs_hessian(cfg):
+        with collect_input_stats(job.linears, True) as job.stats:
+            run_block(job.block, hidden, job.kwargs, cfg.forward_batch)
+    check_finite(job.stats, job.index)
+    if cfg.method == "besa":
+        job.dense_out = dense if subset is None else dense[subset.to(dense.device)]
+    return dense
+
+
+@torch.no_grad()
+def _apply_masks(linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor]) -> None:
+    for op, lin in linears.items():
+        lin.weight.mul_(masks[op].to(lin.weight.device, lin.weight.dtype))
+
+
 def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConfig,
                 progress: bool = False) -> PruneResult:
     """Prune ``model`` in place, block by block; ``calib_ids`` (N, T) token ids on the model's device.
@@ -139,27 +177,22 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConf
     # BESA may fit each pruned block to the *dense model's* block outputs (a dense stream kept
     # alongside), so later blocks can compensate the error of earlier ones.
     dense_stream = hidden.clone() if hidden is not None and _uses_dense_stream(cfg) else None
+    subset = None if hidden is None else _training_subset(hidden.shape[0], cfg)
+    if subset is not None:
+        hidden = hidden[subset.to(hidden.device)]
     for i in tqdm(range(len(layers)), desc=f"prune {cfg.method}", unit="block", disable=not progress):
-        block, linears = layers[i], block_linears(layers[i])
+        linears = block_linears(layers[i])
         targets = {op: all_targets[module_path(i, op)] for op in linears}
-        job = BlockJob(i, block, linears, targets, cfg, inputs=hidden, kwargs=kwargs, carry=carry)
+        job = BlockJob(i, layers[i], linears, targets, cfg, inputs=hidden, kwargs=kwargs, carry=carry)
         if hidden is not None:
-            with collect_input_stats(linears, needs_hessian(cfg) and dense_stream is None) as job.stats:
-                dense = run_block(block, hidden if dense_stream is None else dense_stream, kwargs, cfg.forward_batch)
-            if dense_stream is not None and needs_hessian(cfg):  # OBS needs X^T X of the real (pruned) inputs
-                with collect_input_stats(linears, True) as job.stats:
-                    run_block(block, hidden, kwargs, cfg.forward_batch)
-            check_finite(job.stats, i)
-            job.dense_out = dense if cfg.method == "besa" else None
+            dense = _dense_pass(job, hidden, dense_stream, subset)
             dense_stream = None if dense_stream is None else dense
         masks = METHOD_FNS[cfg.method](job)
-        with torch.no_grad():
-            for op, lin in linears.items():
-                lin.weight.mul_(masks[op].to(lin.weight.device, lin.weight.dtype))
+        _apply_masks(linears, masks)
         _record(result, i, masks, targets)
-        logger.info("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
+        logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
         if hidden is not None:
-            hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
+            hidden = run_block(layers[i], hidden, kwargs, cfg.forward_batch)
             if not torch.isfinite(hidden).all():
                 raise ValueError(f"NaN/inf activations at the outputs of pruned block {i}")
     result.seconds = time.perf_counter() - t0

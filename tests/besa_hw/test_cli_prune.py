@@ -27,9 +27,11 @@ def _prune_args(model_dir, text_file, out, *extra):
 
 def test_prune_then_eval(tiny_model_dir, text_file, tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(_prune_args(tiny_model_dir, text_file, out, "--method", "besa", "--epochs", "1")) == 0
+    assert cli.main(_prune_args(tiny_model_dir, text_file, out, "--method", "besa", "--epochs", "1",
+                                  "--set", "besa_samples=2", "--set", "besa_reconstruct=true", "--save-model")) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "besa" and manifest["model"]["num_hidden_layers"] == 2
+    assert manifest["hyperparameters"]["samples"] == 2 and manifest["hyperparameters"]["weights_updated"]
     assert abs(manifest["achieved_sparsity"] - 0.5) < 0.01
     assert list(manifest["layers"])[0] == "model.layers.0.self_attn.q_proj"
     assert manifest["calibration"] == {"dataset": str(text_file), "nsamples": 4, "seqlen": 32, "seed": 0}
@@ -68,6 +70,7 @@ def gpt2_dir(tmp_path_factory):
     ("short calib", ["--seqlen", "100000"], "fewer than one segment"),
     ("missing calib", ["--calib", "/no/such.txt"], "calibration text not found"),
     ("profile", ["--profile", "/no/such.json"], "profile file not found"),
+    ("set", ["--set", "no_such_field=1"], "expected FIELD=VALUE"),
 ])
 def test_prune_errors(tiny_model_dir, text_file, tmp_path, capsys, case, extra, needle):
     out = tmp_path / "run"
