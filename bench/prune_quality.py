@@ -35,7 +35,7 @@ SPECS = {
     # BESA rows use 24 of the 32 calibration segments per block for the allocation learning
     # (all 32 for statistics and targets) to stay inside the time budget on 2 CPU threads.
     "besa-row": {"method": "besa", "besa_allocation": "row", "besa_samples": 24},
-    "besa-layer": {"method": "besa", "besa_allocation": "layer", "besa_samples": 24},
+    "besa-layer": {"method": "besa", "besa_allocation": "layer", "besa_samples": 24},  # d not carried
     "besa-row-recon": {"method": "besa", "besa_samples": 24, "besa_reconstruct": True,
                        "besa_reconstruct_mode": "mask"},
     "besa-row-recon-counts": {"method": "besa", "besa_samples": 24, "besa_reconstruct": True,

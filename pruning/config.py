@@ -62,7 +62,7 @@ class PruneConfig:
     besa_beta: float = 5.0
     besa_batch: int = 1
     besa_samples: int | None = None
-    besa_carry_d: bool = True
+    besa_carry_d: bool | None = None  # None: carry Prodigy's d across blocks for row allocation only
     besa_optimizer: str = "prodigy"
     besa_lr: float = 1.0
     besa_d_coef: float = 5.0
