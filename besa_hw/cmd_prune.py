@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prune", help="prune a model with BESA / Wanda / SparseGPT / magnitude",
                               description="Prune the q/k/v/o/gate/up/down Linears of every decoder block.")
     add_prune_args(p, method_default=None)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="prune_set",
+                   help="override any PruneConfig field, e.g. besa_samples=24 or besa_reconstruct=true")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
     p.add_argument("--out", required=True, help="run folder to create")
     p.set_defaults(func=handle)
@@ -43,8 +45,6 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--save-model", action="store_true", help="also save the pruned model (safetensors)")
-    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any PruneConfig field, e.g. besa_samples=24 or besa_reconstruct=true")
 
 
 def _preset(name: str | None) -> dict:
@@ -98,7 +98,7 @@ def build_configs(args: argparse.Namespace):
         fields.setdefault("sparsity", 1 - nm[0] / nm[1])
     if args.profile:
         fields["profile"] = load_profile(args.profile)
-    fields.update(parse_overrides(getattr(args, "set", None) or []))
+    fields.update(parse_overrides(getattr(args, "prune_set", None) or []))
     try:
         cfg = PruneConfig(method=args.method, seed=args.seed, **fields)
     except TypeError as exc:

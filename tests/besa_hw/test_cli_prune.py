@@ -98,3 +98,9 @@ def test_eval_model_directly(tiny_model_dir, text_file, capsys):
     assert cli.main(["eval", "--model", str(tiny_model_dir), "--data", str(text_file), "--seqlen", "32",
                      "--max-windows", "2"]) == 0
     assert "perplexity:" in capsys.readouterr().out
+
+
+def test_full_parser_builds_with_every_command(monkeypatch):
+    monkeypatch.undo()  # all subcommands: prune's flags must not clash with the others'
+    args = cli.build_parser().parse_args(["prune", "--method", "wanda", "--out", "x", "--set", "besa_samples=3"])
+    assert args.prune_set == ["besa_samples=3"]
