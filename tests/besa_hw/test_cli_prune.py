@@ -104,3 +104,11 @@ def test_full_parser_builds_with_every_command(monkeypatch):
     monkeypatch.undo()  # all subcommands: prune's flags must not clash with the others'
     args = cli.build_parser().parse_args(["prune", "--method", "wanda", "--out", "x", "--set", "besa_samples=3"])
     assert args.prune_set == ["besa_samples=3"]
+
+
+@pytest.mark.parametrize("preset", ["besa-row", "besa-layer", "besa-row-recon"])
+def test_presets_load(tiny_model_dir, text_file, tmp_path, preset):
+    out = tmp_path / preset
+    assert cli.main(_prune_args(tiny_model_dir, text_file, out, "--method", "besa", "--preset", preset)) == 0
+    hp = json.loads((out / "manifest.json").read_text())["hyperparameters"]
+    assert hp["samples"] == 24 and hp["allocation"] == ("layer" if preset == "besa-layer" else "row")
