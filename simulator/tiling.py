@@ -13,9 +13,9 @@ loop orders is used:
   are streamed once per chunk of tokens.
 
 Outputs (tokens x out_features, at activation precision) are written back once.
-Consecutive tiles are merged into at most ``max_steps`` SimPy steps (their bytes
-and cycles add up), which bounds the event count; merging only coarsens pipeline
-fill/drain, by at most one step.
+Consecutive tiles are merged, the same number into every step, into at most
+``max_steps`` SimPy steps (their bytes and cycles add up), which bounds the event
+count; merging only coarsens pipeline fill/drain, by at most one step.
 """
 
 from __future__ import annotations
@@ -161,8 +161,14 @@ def _pass_steps(base: dict, tokens: int, first: bool, dataflow: str, in_f: int, 
 
 
 def _merge(arrays: dict[str, np.ndarray], max_steps: int) -> dict[str, np.ndarray]:
+    """Merge every ``g`` consecutive tiles into one step, ``g`` the same for all steps.
+
+    Equal groups act like a ``g``-times larger tile buffer; unequal groups would
+    alternate long and short steps and create pipeline bubbles that do not exist.
+    """
     n = next(iter(arrays.values())).size
     if n <= max_steps:
         return arrays
-    starts = np.unique(np.linspace(0, n, max_steps + 1).astype(np.int64)[:-1])
+    group = -(-n // max_steps)
+    starts = np.arange(0, n, group)
     return {k: np.add.reduceat(v, starts) for k, v in arrays.items()}
