@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune bench-sweep report clean
+.PHONY: install demo test test-fast bench bench-prune bench-sweep report compare-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ report: install
 	$(VENV)/bin/besa-hw run --out runs/example --overwrite
 	rm -rf reports/smollm2-135m-besa
 	cp -r runs/example/report reports/smollm2-135m-besa
+
+# Compare allocations of the default model (BESA row/layer, Wanda, SparseGPT, magnitude; demo settings).
+compare-example: install
+	$(VENV)/bin/besa-hw run --reuse --no-report --out runs/example
+	$(VENV)/bin/besa-hw run --method besa --allocation layer --no-report --overwrite --out runs/cmp-besa-layer
+	$(VENV)/bin/besa-hw run --method wanda --no-report --overwrite --out runs/cmp-wanda
+	$(VENV)/bin/besa-hw run --method sparsegpt --no-report --overwrite --out runs/cmp-sparsegpt
+	$(VENV)/bin/besa-hw run --method magnitude --no-report --overwrite --out runs/cmp-magnitude
+	$(VENV)/bin/besa-hw compare runs/example runs/cmp-besa-layer runs/cmp-wanda runs/cmp-sparsegpt runs/cmp-magnitude \
+		--names besa-row besa-layer wanda sparsegpt magnitude --out reports/compare-smollm2-135m
 
 bench-sweep: install
 	$(PY) bench/sweep_speed.py
