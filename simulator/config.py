@@ -8,6 +8,7 @@ the dataclass fields.  Field names carry their units.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "load_hardware",
     "apply_overrides",
     "parse_overrides",
+    "read_document",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "hw"
@@ -129,14 +131,22 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_document(path: str | Path, what: str, fmt: str | None = None) -> Any:
+    """Parse a TOML or JSON file (``fmt``, else by suffix: .toml is TOML, anything else JSON);
+    errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    text = path.read_text()
+    if (fmt or ("toml" if path.suffix == ".toml" else "json")) == "toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{what} {path}: invalid TOML ({exc})") from None
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"hardware file {path}: invalid TOML ({exc})") from None
-    # Allow either a flat table or everything under [hardware].
-    return dict(data.get("hardware", data))
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path}: invalid JSON ({exc})") from None
 
 
 def load_hardware(spec: str | Path | None = None, overrides: dict[str, Any] | None = None) -> HardwareConfig:
@@ -149,9 +159,8 @@ def load_hardware(spec: str | Path | None = None, overrides: dict[str, Any] | No
             raise ValueError(
                 f"unknown hardware preset {str(spec)!r}; choose one of {', '.join(available_presets())} "
                 "or give a path to a .toml file")
-    elif not path.is_file():
-        raise FileNotFoundError(f"hardware file not found: {path}")
-    values = _read_toml(path)
+    data = read_document(path, "hardware file")
+    values = dict(data.get("hardware", data))  # a flat table or everything under [hardware]
     values.setdefault("name", path.stem)
     return apply_overrides(HardwareConfig(), {**values, **(overrides or {})})
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from simulator.config import HardwareConfig, apply_overrides, tomllib
+from simulator.config import HardwareConfig, apply_overrides, read_document
 from simulator.partition import MaskStats
 from simulator.simulate import LAYER_COLUMNS, Simulator
 from simulator.workload import LayerOp
@@ -43,14 +43,8 @@ def parse_grid(items: Sequence[str] | None) -> dict[str, list[str]]:
 
 def load_sweep_file(path: str | Path) -> tuple[dict[str, Any], dict[str, list]]:
     """(base overrides from [hardware], grid from [sweep]) of a TOML sweep file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sweep file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"sweep file {path}: invalid TOML ({exc})") from None
-    grid = data.get("sweep")
+    data = read_document(path, "sweep file", fmt="json" if Path(path).suffix == ".json" else "toml")
+    grid = data.get("sweep") if isinstance(data, dict) else None
     if not isinstance(grid, dict):
         raise ValueError(f"sweep file {path}: needs a [sweep] table of key = [values]")
     for key, values in grid.items():

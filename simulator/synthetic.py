@@ -10,13 +10,13 @@ other ops are simulated.
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from simulator.config import read_document
 from simulator.workload import OP_NAMES, MaskLoader, ModelShape, model_ops, module_path, LayerOp
 
 __all__ = ["AllocationProfile", "load_profile", "synthetic_ops", "bernoulli_mask"]
@@ -55,13 +55,7 @@ class AllocationProfile:
 
 def load_profile(path: str | Path) -> dict[str, float]:
     """Per-layer sparsities from JSON: ``{module_path_or_op: s}`` or a run's manifest.json."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"profile not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"profile {path}: invalid JSON ({exc})") from None
+    data = read_document(path, "profile")
     if isinstance(data, dict) and isinstance(data.get("layers"), dict):  # a manifest.json
         data = {k: v.get("achieved_sparsity", v.get("target_sparsity")) for k, v in data["layers"].items()}
     if not isinstance(data, dict) or not data:
