@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from besa_hw.cmd_simulate import add_hardware_args, hardware
+from besa_hw.cmd_simulate import add_hardware_args, add_phase_args, hardware, phase_tokens
 
 SHOWN = ["name", "method", "ppl", "achieved_sparsity", "speedup_decode", "speedup_prefill",
          "load_imbalance_decode", "energy_saving_decode"]
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profiles", nargs="+", metavar="FILE.json", help="per-layer sparsity profiles to compare")
     p.add_argument("--sparsity", type=float, default=0.5, help="profiles: sparsity of layers a profile omits")
     p.add_argument("--seed", type=int, default=0, help="profiles: mask seed")
-    p.add_argument("--phase", choices=("decode", "prefill", "both"), default="both")
+    add_phase_args(p)
     p.add_argument("--blocks", type=int, help="only the first N transformer blocks")
     add_hardware_args(p)
     p.add_argument("--out", metavar="DIR", required=True,
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from besa_hw.pipeline import write_table
     from simulator.synthetic import AllocationProfile
 
-    phases = ("decode", "prefill") if args.phase == "both" else (args.phase,)
+    phases = phase_tokens(args)
     if args.runs and (args.shape or args.profiles):
         raise ValueError("give either run folders or --shape with --profiles, not both")
     if args.runs:

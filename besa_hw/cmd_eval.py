@@ -26,8 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_run_model(run_dir: str | Path, device: str = "cpu"):
     """(model, tokenizer, manifest) of a run: its saved model, or the base model with the masks applied."""
-    import torch
-
     from besa_hw.models import load_model
     from pruning.export import MODEL_DIR, read_run
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from besa_hw.cmd_prune import add_prune_args
-from besa_hw.cmd_simulate import add_hardware_args, hardware
+from besa_hw.cmd_simulate import add_hardware_args, add_phase_args, hardware, phase_tokens
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,26 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
     sim = p.add_argument_group("simulation")
     add_hardware_args(sim)
-    sim.add_argument("--phases", default="decode,prefill", help="comma-separated: decode, prefill")
-    sim.add_argument("--decode-tokens", type=int, default=1, help="batch size of the decode phase")
-    sim.add_argument("--prefill-tokens", type=int, default=512, help="prompt length of the prefill phase")
+    add_phase_args(sim)
     p.add_argument("--reuse", action="store_true", help="reuse --out if it is a finished run (skip pruning)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-report", action="store_true", help="skip writing RUN_DIR/report/")
     p.add_argument("--out", help="run folder (default runs/<model>-<method>-<sparsity>)")
     p.set_defaults(func=run)
-
-
-def _phases(args: argparse.Namespace) -> dict[str, int]:
-    tokens = {"decode": args.decode_tokens, "prefill": args.prefill_tokens}
-    names = [s.strip() for s in args.phases.split(",") if s.strip()]
-    bad = [n for n in names if n not in tokens]
-    if bad or not names:
-        raise ValueError(f"--phases takes decode and/or prefill, got {args.phases!r}")
-    for n in names:
-        if tokens[n] < 1:
-            raise ValueError(f"--{n}-tokens must be >= 1, got {tokens[n]}")
-    return {n: tokens[n] for n in names}
 
 
 def _validate(args: argparse.Namespace):
@@ -55,7 +41,7 @@ def _validate(args: argparse.Namespace):
     from pruning.calibration import check_source
     from pruning.export import check_out_dir
 
-    hw, phases = hardware(args), _phases(args)
+    hw, phases = hardware(args), phase_tokens(args)
     cfg, calib = build_configs(args)
     ev = EvalConfig(args.eval_data, args.eval_seqlen, args.eval_windows, not args.no_eval)
     out = Path(args.out or f"runs/{Path(args.model).stem}-{cfg.method}-{cfg.sparsity:g}")

@@ -19,6 +19,27 @@ def add_hardware_args(p: argparse.ArgumentParser) -> None:
                    help="ignore memory time, as the BESA paper's simulator does")
 
 
+def add_phase_args(p: argparse.ArgumentParser) -> None:
+    """--phases/--decode-tokens/--prefill-tokens, for commands that simulate several phases."""
+    p.add_argument("--phases", default="decode,prefill", help="comma-separated: decode, prefill")
+    p.add_argument("--decode-tokens", type=int, default=1, help="batch size of the decode phase (default 1)")
+    p.add_argument("--prefill-tokens", type=int, default=2048,
+                   help="prompt length of the prefill phase (default 2048)")
+
+
+def phase_tokens(args: argparse.Namespace) -> dict[str, int]:
+    """{phase: tokens} from add_phase_args' flags, validated."""
+    tokens = {"decode": args.decode_tokens, "prefill": args.prefill_tokens}
+    names = [s.strip() for s in args.phases.split(",") if s.strip()]
+    bad = [n for n in names if n not in tokens]
+    if bad or not names:
+        raise ValueError(f"--phases takes decode and/or prefill, got {args.phases!r}")
+    for n in names:
+        if tokens[n] < 1:
+            raise ValueError(f"--{n}-tokens must be >= 1, got {tokens[n]}")
+    return {n: tokens[n] for n in names}
+
+
 def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -> None:
     src = p.add_mutually_exclusive_group(required=require_source)
     src.add_argument("--run", metavar="RUN_DIR", help="a pruning run folder (masks.safetensors + manifest.json)")

@@ -36,7 +36,7 @@ def _ppl(manifest: dict, key: str) -> float:
     return float(value) if value is not None else float("nan")
 
 
-def candidates_from_runs(run_dirs: Sequence[str], phases: Sequence[str], names: Sequence[str] | None = None,
+def candidates_from_runs(run_dirs: Sequence[str], phases: dict[str, int], names: Sequence[str] | None = None,
                          blocks: int | None = None) -> list[Candidate]:
     """Candidates from pruning run folders; runs of different models are refused."""
     names = list(names) if names else [Path(r).name for r in run_dirs]
@@ -53,19 +53,20 @@ def candidates_from_runs(run_dirs: Sequence[str], phases: Sequence[str], names: 
         elif dims != first[1]:
             raise ValueError(f"cannot compare runs of different models: {first[0]} and {run} differ in "
                              + ", ".join(k for k in _SHAPE_KEYS if dims[k] != first[1][k]))
-        specs = {ph: WorkloadSpec(run_dir=str(run), phase=ph, blocks=blocks) for ph in phases}
+        specs = {ph: WorkloadSpec(run_dir=str(run), phase=ph, tokens=t, blocks=blocks) for ph, t in phases.items()}
         out.append(Candidate(name, specs, manifest.get("method", ""), _ppl(manifest, "pruned"),
                              _ppl(manifest, "dense")))
     return out
 
 
 def candidates_from_profiles(shape: str, profiles: Sequence[str], base: AllocationProfile,
-                             phases: Sequence[str], blocks: int | None = None) -> list[Candidate]:
+                             phases: dict[str, int], blocks: int | None = None) -> list[Candidate]:
     """Candidates from per-layer profile JSON files on a model shape (synthetic masks)."""
     out = []
     for path in profiles:
         prof = AllocationProfile(base.sparsity, load_profile(path), base.row_distribution, base.row_spread, base.seed)
-        specs = {ph: WorkloadSpec(shape=shape, profile=prof, phase=ph, blocks=blocks) for ph in phases}
+        specs = {ph: WorkloadSpec(shape=shape, profile=prof, phase=ph, tokens=t, blocks=blocks)
+                 for ph, t in phases.items()}
         out.append(Candidate(Path(path).stem, specs, "profile"))
     return out
 

@@ -18,12 +18,13 @@ def fake_run(path, sparsity, ppl, shape=TINY):
 
 def test_compare_runs_side_by_side(tmp_path):
     runs = [fake_run(tmp_path / "a", 0.3, 12.0), fake_run(tmp_path / "b", 0.7, 30.0)]
-    cands = candidates_from_runs([str(r) for r in runs], ["decode", "prefill"])
+    cands = candidates_from_runs([str(r) for r in runs], {"decode": 1, "prefill": 64})
     table, alloc, layers = compare(cands, load_hardware())
     assert list(table.name) == ["a", "b"] and list(table.ppl) == [12.0, 30.0]
     assert table.speedup_decode.iloc[1] > table.speedup_decode.iloc[0] > 1.0
     assert {f"speedup_decode_{op}" for op in OP_NAMES} <= set(table.columns)
     assert len(alloc) == 2 * 14 and set(layers.phase) == {"decode", "prefill"}
+    assert set(layers[layers.phase == "prefill"].tokens) == {64}
     assert alloc[alloc.name == "b"].sparsity.mean() == pytest.approx(table.achieved_sparsity.iloc[1], abs=0.01)
 
 
@@ -31,9 +32,9 @@ def test_compare_refuses_runs_of_different_models(tmp_path):
     other = ModelShape("other", 64, 256, 2, 4, 2, 16)
     runs = [str(fake_run(tmp_path / "a", 0.5, 12.0)), str(fake_run(tmp_path / "b", 0.5, 12.0, other))]
     with pytest.raises(ValueError, match="different models.*intermediate_size"):
-        candidates_from_runs(runs, ["decode"])
+        candidates_from_runs(runs, {"decode": 1})
     with pytest.raises(ValueError, match="2 runs"):
-        candidates_from_runs(runs, ["decode"], names=["x"])
+        candidates_from_runs(runs, {"decode": 1}, names=["x"])
 
 
 def test_compare_profiles_on_a_shape(tmp_path):
@@ -41,7 +42,7 @@ def test_compare_profiles_on_a_shape(tmp_path):
     even.write_text(json.dumps({op: 0.5 for op in OP_NAMES}))
     skew.write_text(json.dumps({"q_proj": 0.2, "k_proj": 0.2, "v_proj": 0.2, "o_proj": 0.2,
                                 "gate_proj": 0.8, "up_proj": 0.8, "down_proj": 0.3}))
-    cands = candidates_from_profiles("smollm2-135m", [str(even), str(skew)], AllocationProfile(), ["decode"], blocks=2)
+    cands = candidates_from_profiles("smollm2-135m", [str(even), str(skew)], AllocationProfile(), {"decode": 1}, blocks=2)
     table, alloc, _ = compare(cands, load_hardware())
     assert list(table.name) == ["even", "skew"] and table.ppl.isna().all()
     skew_alloc = alloc[alloc.name == "skew"].set_index("op").sparsity
