@@ -172,9 +172,11 @@ def tradeoff(compare: pd.DataFrame, path: str | Path) -> Path:
         df = compare.dropna(subset=[col, "ppl" if with_ppl else "achieved_sparsity"])
         x, y = (df[col], df.ppl) if with_ppl else (df.achieved_sparsity, df[col])
         ax.scatter(x, y, s=40, marker=PHASE_MARKERS.get(phase, "o"), color=phase_color(phase, i), zorder=3)
-        if with_ppl and "ppl_dense" in df and df.ppl_dense.notna().any():
-            ax.axhline(df.ppl_dense.dropna().iloc[0], color="0.5", ls=":", label="dense perplexity")
+        if with_ppl and "dense_ppl" in df and df.dense_ppl.notna().any():
+            ax.axhline(df.dense_ppl.dropna().iloc[0], color="0.5", ls=":", label="dense perplexity")
             ax.legend(fontsize=8, loc="upper right")
+        if with_ppl and y.min() > 0 and y.max() / y.min() > 4:  # one bad run would flatten the rest
+            ax.set_yscale("log")
         ax.margins(0.2)
         _place_labels(ax, [str(n) for n in df.name], list(x), list(y))
         ax.set_xlabel(f"{phase}: {SPEEDUP_LABEL}" if with_ppl else "achieved sparsity (fraction pruned)")
