@@ -77,9 +77,20 @@ def _sweep_panel(ax: plt.Axes, points: pd.DataFrame, param: str, params: list[st
         ax.set_xscale("log", base=2)
     ax.set_xticks(pos, [str(v) for v in uniq])
     ax.minorticks_off()
-    ax.set_xlabel(param)
+    ax.set_xlabel(param_label(param))
     ax.set_ylabel(SPEEDUP_LABEL if metric == "speedup" else metric)
     ax.set_title(f"speedup vs {param}", fontsize=10)
+
+
+_UNITS = {"_gbps": "GB/s", "_kib": "KiB", "_mhz": "MHz", "_bits": "bits", "_pj": "pJ", "_pj_per_byte": "pJ/B"}
+
+
+def param_label(field: str) -> str:
+    """Axis label for a HardwareConfig field: ``dram_gbps`` -> ``dram (GB/s) [dram_gbps]``."""
+    for suffix, unit in sorted(_UNITS.items(), key=lambda kv: -len(kv[0])):
+        if field.endswith(suffix):
+            return f"{field[: -len(suffix)].replace('_', ' ')} ({unit}) [{field}]"
+    return field
 
 
 def sweep_lines(points: pd.DataFrame, params: list[str], path: str | Path, metric: str = "speedup") -> Path:
@@ -122,8 +133,8 @@ def sweep_heatmap(points: pd.DataFrame, x: str, y: str, path: str | Path, metric
                 zorder=3, bbox=dict(boxstyle="round", fc="w", ec="none", alpha=0.85) if hatched else None)
     ax.set_xticks(np.arange(grid.shape[1]), [str(v) for v in grid.columns])
     ax.set_yticks(np.arange(grid.shape[0]), [str(v) for v in grid.index])
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(param_label(x))
+    ax.set_ylabel(param_label(y))
     others = [c for c in points.columns if c not in (x, y, metric, "memory_bound_fraction")]
     ax.set_title(f"End-to-end speedup over {y} × {x}" + (" (mean of other points)" if
                                                       len(points) > grid.size else ""), fontsize=10)
