@@ -24,21 +24,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handle)
 
 
-def load_run_model(run_dir: str | Path, device: str = "cpu"):
-    """(model, tokenizer, manifest) of a run: its saved model, or the base model with the masks applied."""
-    from besa_hw.models import load_model
-    from pruning.export import MODEL_DIR, read_run
+def saved_model_dir(run_dir: str | Path) -> Path | None:
+    """The run's saved pruned model, or None when masks on the base model reproduce it.
 
-    masks, manifest = read_run(run_dir)
+    Raises ValueError for a run that changed weights (sparsegpt, --reconstruct) without saving them.
+    """
+    from pruning.export import MODEL_DIR, read_manifest
+
     saved = Path(run_dir) / MODEL_DIR
     if saved.is_dir():
-        lm, tok, _ = load_model(str(saved), device=device)
-        return lm, tok, manifest
+        return saved
+    manifest = read_manifest(run_dir)
     if manifest.get("hyperparameters", {}).get("weights_updated"):
         raise ValueError(f"run {run_dir} updated weights ({manifest['method']}) but has no saved model; "
                          "re-run prune with --save-model")
+    return None
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu", base=None):
+    """(model, tokenizer, manifest) of a run: its saved model, or the base model with the masks applied.
+
+    ``base`` is an already loaded (model, tokenizer) of the base model, masked in place instead of
+    loading it again.
+    """
+    from besa_hw.models import load_model
+    from pruning.export import read_run
+
+    saved = saved_model_dir(run_dir)
+    masks, manifest = read_run(run_dir)
+    if saved is not None:
+        lm, tok, _ = load_model(str(saved), device=device)
+        return lm, tok, manifest
     spec = manifest["model"]
-    lm, tok, _ = load_model(spec["id"], spec.get("gguf_file"), device=device)
+    lm, tok = base if base is not None else load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
     apply_masks(lm, masks)
     return lm, tok, manifest
 
@@ -60,9 +78,10 @@ def handle(args: argparse.Namespace) -> int:
     import torch
 
     from besa_hw.models import load_model, resolve_model
+    from besa_hw.runjob import EvalConfig, evaluate_run
     from pruning.calibration import check_source, load_text, tokenize
     from pruning.eval import perplexity
-    from pruning.export import read_manifest, update_manifest
+    from pruning.export import read_manifest
 
     if args.seqlen < 2 or args.max_windows < 0:
         raise ValueError("--seqlen must be >= 2 and --max-windows >= 0")
@@ -76,18 +95,9 @@ def handle(args: argparse.Namespace) -> int:
         print(f"perplexity: {ppl:.4f}")
         return 0
     read_manifest(args.run)
-    dense = None
-    if args.dense:
-        spec = read_manifest(args.run)["model"]
-        lm, tok, _ = load_model(spec["id"], spec.get("gguf_file"), device=device)
-        dense = perplexity(lm, tokenize(tok, load_text(args.data)), args.seqlen, windows, progress=True)
-        print(f"dense perplexity: {dense:.4f}")
-        del lm
-    lm, tok, _ = load_run_model(args.run, device)
-    ids = tokenize(tok, load_text(args.data))
-    ppl = perplexity(lm, ids, args.seqlen, windows, progress=True)
-    n_win = min(ids.numel() // args.seqlen, windows or ids.numel())
-    update_manifest(args.run, {"perplexity": {"dense": dense, "pruned": ppl, "data": args.data,
-                                              "seqlen": args.seqlen, "windows": n_win}})
-    print(f"perplexity: {ppl:.4f}")
+    ppl = evaluate_run(args.run, EvalConfig(args.data, args.seqlen, windows), device, dense=args.dense,
+                       progress=True)
+    if ppl["dense"] is not None:
+        print(f"dense perplexity: {ppl['dense']:.4f}")
+    print(f"perplexity: {ppl['pruned']:.4f}")
     return 0

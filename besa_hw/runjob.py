@@ -19,16 +19,17 @@ __all__ = ["EvalConfig", "Timings", "simulate_run", "evaluate_run", "prune_and_e
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Perplexity evaluation: the first `max_windows` non-overlapping windows of `data`."""
+    """Perplexity evaluation: the first `max_windows` (None: all) non-overlapping windows of `data`."""
 
     data: str = "pydoc"
     seqlen: int = 512
-    max_windows: int = 16
+    max_windows: int | None = 16
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.seqlen < 2 or self.max_windows < 1:
-            raise ValueError("evaluation needs --eval-seqlen >= 2 and --eval-windows >= 1")
+        if self.seqlen < 2 or (self.max_windows is not None and self.max_windows < 1):
+            raise ValueError(f"evaluation needs seqlen >= 2 and at least one window, "
+                             f"got seqlen {self.seqlen}, windows {self.max_windows}")
 
 
 @dataclass
@@ -60,29 +61,37 @@ def simulate_run(run_dir: str | Path, hw: HardwareConfig, phases: dict[str, int]
     return totals
 
 
-def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, progress: bool = False) -> dict:
-    """Dense and pruned perplexity of a finished run (loads one model at a time); updates the manifest."""
-    from besa_hw.cmd_eval import load_run_model
+def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool = True,
+                 progress: bool = False) -> dict:
+    """Perplexity of a finished run (and of its dense base model); updates the manifest.
+
+    The base model is loaded once: evaluated dense, then masked in place (unless the run
+    saved its own pruned model).
+    """
+    from besa_hw.cmd_eval import load_run_model, saved_model_dir
     from besa_hw.models import load_model
     from pruning.calibration import load_text, tokenize
     from pruning.eval import perplexity
     from pruning.export import read_manifest
 
     spec = read_manifest(run_dir)["model"]
-    lm, tok, _ = load_model(spec["id"], spec.get("gguf_file"), device=device)
-    ids = tokenize(tok, load_text(ev.data))
-    dense = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
-    del lm
-    lm, _, _ = load_run_model(run_dir, device)
+    saved_model_dir(run_dir)  # fail before any evaluation if the run cannot be reproduced
+    base = dense_ppl = ids = None
+    if dense:
+        base = load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
+        ids = tokenize(base[1], load_text(ev.data))
+        dense_ppl = perplexity(base[0], ids, ev.seqlen, ev.max_windows, progress=progress)
+    lm, tok, _ = load_run_model(run_dir, device, base=base)
+    ids = tokenize(tok, load_text(ev.data)) if ids is None else ids
     pruned = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
-    return record_perplexity(run_dir, ev, dense, pruned, ids.numel())
+    return record_perplexity(run_dir, ev, dense_ppl, pruned, ids.numel())
 
 
 def record_perplexity(run_dir: str | Path, ev: EvalConfig, dense: float | None, pruned: float, n_tokens: int) -> dict:
     from pruning.export import update_manifest
 
     ppl = {"dense": dense, "pruned": pruned, "data": ev.data, "seqlen": ev.seqlen,
-           "windows": min(n_tokens // ev.seqlen, ev.max_windows)}
+           "windows": min(n_tokens // ev.seqlen, ev.max_windows or n_tokens)}
     update_manifest(run_dir, {"perplexity": ppl})
     return ppl
 

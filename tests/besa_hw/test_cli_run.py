@@ -55,3 +55,17 @@ def test_run_refuses_to_clobber_a_run(tiny_model_dir, text_file, tmp_path, capsy
     assert main(run_args(tiny_model_dir, text_file, out)) == 2
     assert "exists" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_eval_dense_reuses_the_base_model(tiny_model_dir, text_file, tmp_path, capsys):
+    """`eval --run --dense` masks the loaded base model in place: same numbers as two loads."""
+    out = tmp_path / "run"
+    assert main(["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--nsamples", "4",
+                 "--seqlen", "32", "--calib", str(text_file), "--out", str(out)]) == 0
+    common = ["--data", str(text_file), "--seqlen", "64", "--max-windows", "2"]
+    assert main(["eval", "--model", str(tiny_model_dir), *common]) == 0
+    dense_alone = float(capsys.readouterr().out.strip().split()[-1])
+    assert main(["eval", "--run", str(out), "--dense", *common]) == 0
+    ppl = json.loads((out / "manifest.json").read_text())["perplexity"]
+    assert ppl["dense"] == pytest.approx(dense_alone, rel=1e-6)
+    assert ppl["pruned"] != pytest.approx(ppl["dense"]) and ppl["windows"] == 2
