@@ -114,8 +114,8 @@ class Simulator:
 
     def _row(self, op: LayerOp, nnz: int, plan: Plan, res: SimResult, dplan: Plan, dres: SimResult) -> OpResult:
         hw, total = self.hw, max(res.total_cycles, 1)
-        sparse_work = hw.sparse_cycles_per_nnz * op.tokens * (plan.macs / op.tokens - op.out_features * plan.dense_cols)
-        balanced = sparse_work / plan.sparse_pes if plan.sparse_pes else 0.0
+        # Perfectly balanced sparse engine: its work spread evenly over its PEs.
+        balanced = hw.sparse_cycles_per_nnz * plan.sparse_macs / plan.sparse_pes if plan.sparse_pes else 0.0
         return OpResult(
             block=op.block, op=op.op, name=op.name, out_features=op.out_features,
             in_features=op.in_features, tokens=op.tokens, nnz=nnz,

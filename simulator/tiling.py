@@ -49,6 +49,7 @@ class Plan:
     passes: int
     dataflow: str
     macs: int  # MACs performed (zeros in dense columns included)
+    sparse_macs: int  # of which on the sparse engine (nonzeros only)
 
     @property
     def dram_bytes(self) -> float:
@@ -140,10 +141,11 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
                          p_dense, hw) for i, t in enumerate(token_list)]
     arrays = {k: np.concatenate([s[k] for s in steps]) for k in steps[0]}
     arrays = _merge(arrays, max_steps)
-    macs = tokens * (out_f * dense_cols + int(nnz_s.sum()))
+    sparse_macs = tokens * int(nnz_s.sum())
+    macs = tokens * out_f * dense_cols + sparse_macs
     return Plan(arrays["load"], arrays["write"], arrays["dense"], arrays["sparse"], arrays["step"],
                 p_dense, p_sparse,
-                dense_cols, rows, chunks, len(token_list), dataflow, macs)
+                dense_cols, rows, chunks, len(token_list), dataflow, macs, sparse_macs)
 
 
 def _pass_steps(base: dict, tokens: int, first: bool, dataflow: str, in_f: int, cols: int,
