@@ -136,25 +136,28 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
         "last": np.tile(np.arange(chunks) == chunks - 1, n_rt),
     }
     dataflow, per_pass = _dataflow(hw, in_f, tokens, float(tile_bytes.sum() * chunks), n_rt)
-    token_list = [per_pass] * (tokens // per_pass) + ([tokens % per_pass] if tokens % per_pass else [])
-    steps = [_pass_steps(base, t, i == 0, dataflow, in_f, -(-dense_cols // chunks), chunks,
-                         p_dense, hw) for i, t in enumerate(token_list)]
-    arrays = {k: np.concatenate([s[k] for s in steps]) for k in steps[0]}
+    full, rest = divmod(tokens, per_pass)
+    # Only the token-chunked loop order has several passes, and all its full passes are identical.
+    passes = [(per_pass, full)] + ([(rest, 1)] if rest else [])
+    steps = [_pass_steps(base, t, dataflow, in_f, -(-dense_cols // chunks), chunks, p_dense, hw)
+             for t, _ in passes]
+    arrays = {k: np.concatenate([np.tile(st[k], n) for st, (_, n) in zip(steps, passes)]) for k in steps[0]}
     arrays = _merge(arrays, max_steps)
     sparse_macs = tokens * int(nnz_s.sum())
     macs = tokens * out_f * dense_cols + sparse_macs
     return Plan(arrays["load"], arrays["write"], arrays["dense"], arrays["sparse"], arrays["step"],
                 p_dense, p_sparse,
-                dense_cols, rows, chunks, len(token_list), dataflow, macs, sparse_macs)
+                dense_cols, rows, chunks, full + bool(rest), dataflow, macs, sparse_macs)
 
 
-def _pass_steps(base: dict, tokens: int, first: bool, dataflow: str, in_f: int, cols: int,
+def _pass_steps(base: dict, tokens: int, dataflow: str, in_f: int, cols: int,
                 chunks: int, p_dense: int, hw: HardwareConfig) -> dict[str, np.ndarray]:
+    """One pass of `tokens` tokens over every tile; each pass loads its activations."""
     ab = hw.act_bits / 8
     load = base["bytes"].copy()
     if dataflow == "weight-stationary":
-        load += tokens * in_f * ab / chunks
-    elif first or dataflow == "token-chunked":
+        load += tokens * in_f * ab / chunks  # activations re-streamed for every tile
+    else:  # resident (one pass) or token-chunked: loaded with the pass's first tile
         load[0] += tokens * in_f * ab
     dense = dense_step_cycles(tokens, base["rows"], cols, p_dense)
     sparse = sparse_step_cycles(tokens, base["lane"], base["ppl"], hw.sparse_cycles_per_nnz)
