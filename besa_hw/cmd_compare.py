@@ -26,12 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_hardware_args(p)
     p.add_argument("--out", metavar="DIR", required=True,
                    help="write DIR/compare.csv, allocations.csv, layers.csv and figures")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder written by besa-hw")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from besa_hw import compare as cmp
     from besa_hw import figures_explore as figures
+    from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import write_table
     from simulator.synthetic import AllocationProfile
 
@@ -46,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ValueError("nothing to compare: give run folders, or --shape NAME --profiles A.json B.json")
     hw = hardware(args)
+    check_out_dir(args.out, args.overwrite)
     table, alloc, layers = cmp.compare(cands, hw, args.compute_only, progress=True)
+    with staged_dir(args.out, "compare", overwrite=args.overwrite) as stage:
+        write_table(table, stage / "compare.csv")
+        write_table(alloc, stage / "allocations.csv")
+        write_table(layers, stage / "layers.csv")
+        figures.tradeoff(table, stage / "tradeoff.png")
+        figures.allocation_overlay(alloc, stage / "allocations.png")
     out = Path(args.out)
-    write_table(table, out / "compare.csv")
-    write_table(alloc, out / "allocations.csv")
-    write_table(layers, out / "layers.csv")
-    figures.tradeoff(table, out / "tradeoff.png")
-    figures.allocation_overlay(alloc, out / "allocations.png")
     shown = [c for c in SHOWN if c in table.columns]
     print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(table)} allocations on {hw.name}; wrote {out}/compare.csv, allocations.csv, layers.csv, "

@@ -77,7 +77,7 @@ def apply_masks(lm, masks: dict) -> None:
 def handle(args: argparse.Namespace) -> int:
     import torch
 
-    from besa_hw.models import load_model, resolve_model
+    from besa_hw.models import check_context, load_model, resolve_model
     from besa_hw.runjob import EvalConfig, evaluate_run
     from pruning.calibration import check_source, load_text, tokenize
     from pruning.eval import perplexity
@@ -89,8 +89,9 @@ def handle(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     windows = args.max_windows or None
     if args.model:
-        resolve_model(args.model, args.gguf_file)
+        check_context(resolve_model(args.model, args.gguf_file), seqlen=args.seqlen)
         lm, tok, _ = load_model(args.model, args.gguf_file, device=device)
+        check_context(lm, seqlen=args.seqlen)
         ppl = perplexity(lm, tokenize(tok, load_text(args.data)), args.seqlen, windows, progress=True)
         print(f"perplexity: {ppl:.4f}")
         return 0

@@ -107,27 +107,30 @@ def build_configs(args: argparse.Namespace):
 
 
 def handle(args: argparse.Namespace) -> int:
-    from besa_hw.models import resolve_model
+    from besa_hw.models import check_context, resolve_model
+    from besa_hw.outdir import check_out_dir, staged_dir
     from pruning.calibration import check_source
-    from pruning.export import check_out_dir
 
     cfg, calib = build_configs(args)
     check_out_dir(args.out, args.overwrite)
-    resolve_model(args.model, args.gguf_file)
+    check_context(resolve_model(args.model, args.gguf_file), seqlen=calib.seqlen)
     if cfg.method != "magnitude":
         check_source(calib.source)
-    out = prune_to_run(args.model, args.gguf_file, cfg, calib, args.out, device=args.device,
-                       save_model=args.save_model, overwrite=args.overwrite, progress=True)
-    print(f"wrote {out}")
+    # Built beside --out and swapped in when complete: a failed prune keeps the old run.
+    with staged_dir(args.out, "run", overwrite=args.overwrite) as stage:
+        prune_to_run(args.model, args.gguf_file, cfg, calib, stage, device=args.device,
+                     save_model=args.save_model, progress=True)
+    print(f"wrote {args.out}")
     return 0
 
 
 def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path, *, device: str | None = None,
-                 save_model: bool = False, overwrite: bool = False, progress: bool = False) -> Path:
-    """Library entry point: load ``model``, prune it with ``cfg`` on ``calib`` data, write the run folder."""
+                 save_model: bool = False, progress: bool = False) -> Path:
+    """Library entry point: load ``model``, prune it with ``cfg`` on ``calib`` data, write the run folder
+    ``out`` (which must not exist or be empty)."""
     import torch
 
-    from besa_hw.models import load_model
+    from besa_hw.models import check_context, load_model
     from pruning import prune_model
     from pruning.calibration import get_calibration
     from pruning.sequential import check_model_fits
@@ -136,14 +139,15 @@ def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path,
     t0 = time.perf_counter()
     lm, tok, spec = load_model(model, gguf_file, device=device)
     check_model_fits(lm, cfg)
+    check_context(lm, seqlen=calib.seqlen)
     ids = get_calibration(tok, calib).to(device) if cfg.method != "magnitude" else None
     result = prune_model(lm, ids, cfg, progress=progress)
     return write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t0,
-                        save_model=save_model, overwrite=overwrite)
+                        save_model=save_model)
 
 
 def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
-                 save_model: bool = False, overwrite: bool = False) -> Path:
+                 save_model: bool = False) -> Path:
     """Build the manifest for ``result`` and write the run folder atomically."""
     import dataclasses
 
@@ -169,4 +173,4 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
         lm.save_pretrained(path, safe_serialization=True)
         tok.save_pretrained(path)
 
-    return write_run(out, result.masks, manifest, saver if save_model else None, overwrite)
+    return write_run(out, result.masks, manifest, saver if save_model else None)

@@ -7,6 +7,7 @@ dense and sparse on the same hardware (decode and prefill) -> RUN_DIR/report/.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -36,19 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace):
     """Check every input before any heavy work; returns what the run needs."""
     from besa_hw.cmd_prune import build_configs
-    from besa_hw.models import resolve_model
+    from besa_hw.models import check_context, resolve_model
     from besa_hw.runjob import EvalConfig, is_finished_run
     from pruning.calibration import check_source
-    from pruning.export import check_out_dir
+    from besa_hw.outdir import check_out_dir
 
     hw, phases = hardware(args), phase_tokens(args)
     cfg, calib = build_configs(args)
     ev = EvalConfig(args.eval_data, args.eval_seqlen, args.eval_windows, not args.no_eval)
     out = Path(args.out or f"runs/{Path(args.model).stem}-{cfg.method}-{cfg.sparsity:g}")
     reuse = args.reuse and is_finished_run(out)
+    check_out_dir(out, args.overwrite, reuse)
     if not reuse:
-        check_out_dir(out, args.overwrite)
-        resolve_model(args.model, args.gguf_file)
+        check_context(resolve_model(args.model, args.gguf_file), seqlen=calib.seqlen,
+                      eval_seqlen=ev.seqlen if ev.enabled else None)
         if cfg.method != "magnitude":
             check_source(calib.source)
     if ev.enabled:
@@ -59,6 +61,7 @@ def _validate(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from besa_hw.outdir import staged_dir
     from besa_hw.runjob import Timings, evaluate_run, prune_and_evaluate, simulate_run
     from pruning.export import read_manifest
 
@@ -66,27 +69,34 @@ def run(args: argparse.Namespace) -> int:
     hw, phases, cfg, calib, ev, out, reuse = _validate(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     timings = Timings()
-    if reuse:
-        print(f"reusing finished run {out}")
-        ppl = read_manifest(out).get("perplexity") or {}
-        if ev.enabled and ppl.get("pruned") is None:
-            t = time.perf_counter()
-            ppl = evaluate_run(out, ev, device, progress=True)
-            timings.add("eval", t)
-    else:
-        ppl = prune_and_evaluate(args.model, args.gguf_file, cfg, calib, out, ev, device, args.overwrite,
-                                 args.save_model, progress=True, timings=timings) or {}
-    t = time.perf_counter()
-    totals = simulate_run(out, hw, phases, args.compute_only, progress=True)
-    timings.add("simulate", t)
-    report = None
-    if not args.no_report:
-        from besa_hw.report import build_report
-
+    # Everything is built in a staging copy beside --out and swapped in only when complete:
+    # a failure or Ctrl-C at any step leaves the previous run exactly as it was.
+    with staged_dir(out, "run", overwrite=args.overwrite, reuse=reuse) as work:
+        if reuse:
+            print(f"reusing finished run {out}")
+            for stale in ("sim", "report"):  # results of the previous hardware must not mix in
+                shutil.rmtree(work / stale, ignore_errors=True)
+            ppl = read_manifest(work).get("perplexity") or {}
+            if ev.enabled and ppl.get("pruned") is None:
+                t = time.perf_counter()
+                ppl = evaluate_run(work, ev, device, progress=True)
+                timings.add("eval", t)
+        else:
+            ppl = prune_and_evaluate(args.model, args.gguf_file, cfg, calib, work, ev, device,
+                                     args.save_model, progress=True, timings=timings) or {}
         t = time.perf_counter()
-        report = build_report(out)
-        timings.add("report", t)
-    print_summary(out, read_manifest(out), ppl, totals, report, timings, time.perf_counter() - start)
+        totals = simulate_run(work, hw, phases, args.compute_only, progress=True)
+        timings.add("simulate", t)
+        report = None
+        if not args.no_report:
+            from besa_hw.report import build_report
+
+            t = time.perf_counter()
+            build_report(work, label=str(out))
+            report = out / "report"
+            timings.add("report", t)
+        manifest = read_manifest(work)
+    print_summary(out, manifest, ppl, totals, report, timings, time.perf_counter() - start)
     return 0
 
 

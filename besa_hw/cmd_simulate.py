@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_hardware_args(p)
     p.add_argument("--out", metavar="DIR",
                    help="write DIR/layers.csv, summary.csv (per op type), blocks.csv, hardware.json")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder written by besa-hw")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=run)
 
@@ -95,11 +96,14 @@ def hardware(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import build_ops, simulate, write_json, write_table
     from simulator import summarize
 
     hw = hardware(args)
     spec = workload_spec(args)
+    if args.out:
+        check_out_dir(args.out, args.overwrite)
     ops = build_ops(spec)
     start = time.perf_counter()
     layers, summary = simulate(ops, hw, compute_only=args.compute_only, progress=True)
@@ -114,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{hw.name}, {spec.phase} ({spec.n_tokens} tokens), {mode}: {len(layers)} ops, "
           f"end-to-end speedup {total.speedup:.3f}x, simulated in {seconds:.1f} s")
     if args.out:
-        out = Path(args.out)
-        write_table(layers, out / "layers.csv")
-        write_table(summary, out / "summary.csv")
-        write_table(summarize(layers, by="block"), out / "blocks.csv")
-        write_json(hw, out / "hardware.json")
-        print(f"wrote {out}/layers.csv, summary.csv, blocks.csv, hardware.json")
+        with staged_dir(args.out, "simulate", overwrite=args.overwrite) as out:
+            write_table(layers, out / "layers.csv")
+            write_table(summary, out / "summary.csv")
+            write_table(summarize(layers, by="block"), out / "blocks.csv")
+            write_json(hw, out / "hardware.json")
+        print(f"wrote {args.out}/layers.csv, summary.csv, blocks.csv, hardware.json")
     return 0

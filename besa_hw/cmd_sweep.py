@@ -22,12 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--out", metavar="DIR", required=True,
                    help="write DIR/sweep.csv (point x op), DIR/points.csv (per point) and figures")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder written by besa-hw")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import build_ops, write_table
     from simulator.config import apply_overrides
     from simulator.sweep import grid_points, load_sweep_file, parse_grid, run_sweep
@@ -41,15 +43,17 @@ def run(args: argparse.Namespace) -> int:
     grid.update(parse_grid(args.grid))
     points = grid_points(base, grid)
     spec = workload_spec(args)
+    check_out_dir(args.out, args.overwrite)
     ops = build_ops(spec)
     start = time.perf_counter()
     with tqdm(total=len(points) + len(ops), desc="sweep", unit="task", disable=None) as bar:
         tidy, totals = run_sweep(ops, points, args.compute_only, args.workers, bar.update)
     seconds = time.perf_counter() - start
+    with staged_dir(args.out, "sweep", overwrite=args.overwrite) as stage:
+        write_table(tidy, stage / "sweep.csv")
+        write_table(totals, stage / "points.csv")
+        figures = sweep_figures(totals, list(grid), stage)
     out = Path(args.out)
-    write_table(tidy, out / "sweep.csv")
-    write_table(totals, out / "points.csv")
-    figures = sweep_figures(totals, list(grid), out)
     shown = list(grid) + ["speedup", "memory_bound_fraction", "latency_us", "energy_saving"]
     print(totals[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(points)} points x {len(ops)} ops ({spec.phase}, {spec.n_tokens} tokens) in {seconds:.1f} s; "

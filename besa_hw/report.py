@@ -45,6 +45,7 @@ class RunData:
     summary: dict[str, pd.DataFrame]
     blocks: dict[str, pd.DataFrame]
     notes: list[str] = field(default_factory=list)
+    label: str | None = None  # the folder as the user named it (the run may be built in a staging copy)
 
     @property
     def masks_path(self) -> Path:
@@ -138,8 +139,8 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 def _header(run: RunData) -> list[tuple]:
     m = run.manifest
     model = m.get("model") or {}
-    doc: list[tuple] = [("h", 1, f"besa-hw report: {model.get('id', run.run_dir.name)}"),
-                        ("p", f"Run folder `{run.run_dir}`"
+    doc: list[tuple] = [("h", 1, f"besa-hw report: {model.get('id', Path(run.label or run.run_dir).name)}"),
+                        ("p", f"Run folder `{run.label or run.run_dir}`"
                               + (f" (created {m['created']})" if m.get("created") else "")
                               + f"; report generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.")]
     totals = ", ".join(f"{p} {s.speedup.iloc[-1]:.3f}×" for p, s in run.summary.items())
@@ -263,9 +264,13 @@ def to_html(doc: list[tuple], out: Path, title: str) -> str:
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None,
-                 compare: pd.DataFrame | None = None) -> Path:
-    """Write report.md, report.html, figures and CSVs for a simulated run; return the report folder."""
+                 compare: pd.DataFrame | None = None, label: str | None = None) -> Path:
+    """Write report.md, report.html, figures and CSVs for a simulated run; return the report folder.
+
+    ``label``: the run folder's name as shown to the user (default ``run_dir``).
+    """
     run = load_run(run_dir)
+    run.label = label
     out = Path(out_dir) if out_dir is not None else run.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     doc = _header(run) + _quality(run, compare) + _tables(run, out) + _figures(run, out, compare)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from besa_hw.outdir import mark
 from besa_hw.pipeline import WorkloadSpec, build_ops, simulate, write_json, write_table
 from simulator import HardwareConfig, summarize
 
@@ -56,6 +57,7 @@ def simulate_run(run_dir: str | Path, hw: HardwareConfig, phases: dict[str, int]
         write_table(layers, sim_dir / phase / "layers.csv")
         write_table(summary, sim_dir / phase / "summary.csv")
         write_table(summarize(layers, by="block"), sim_dir / phase / "blocks.csv")
+        mark(sim_dir / phase, "simulate")
         totals[phase] = summary
     write_json(hw, sim_dir / "hardware.json")
     return totals
@@ -69,19 +71,22 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     saved its own pruned model).
     """
     from besa_hw.cmd_eval import load_run_model, saved_model_dir
-    from besa_hw.models import load_model
+    from besa_hw.models import check_context, load_model
     from pruning.calibration import load_text, tokenize
     from pruning.eval import perplexity
-    from pruning.export import read_manifest
+    from pruning.export import read_manifest, read_run
 
     spec = read_manifest(run_dir)["model"]
     saved_model_dir(run_dir)  # fail before any evaluation if the run cannot be reproduced
+    read_run(run_dir)  # and if its masks are unreadable, of the wrong dtype or shape, or missing
     base = dense_ppl = ids = None
     if dense:
         base = load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
+        check_context(base[0], seqlen=ev.seqlen)
         ids = tokenize(base[1], load_text(ev.data))
         dense_ppl = perplexity(base[0], ids, ev.seqlen, ev.max_windows, progress=progress)
     lm, tok, _ = load_run_model(run_dir, device, base=base)
+    check_context(lm, seqlen=ev.seqlen)
     ids = tokenize(tok, load_text(ev.data)) if ids is None else ids
     pruned = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
     return record_perplexity(run_dir, ev, dense_ppl, pruned, ids.numel())
@@ -97,11 +102,11 @@ def record_perplexity(run_dir: str | Path, ev: EvalConfig, dense: float | None, 
 
 
 def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str | Path, ev: EvalConfig,
-                       device: str, overwrite: bool = False, save_model: bool = False,
+                       device: str, save_model: bool = False,
                        progress: bool = False, timings: Timings | None = None) -> dict | None:
     """Load once: dense perplexity, prune in place, write the run folder, pruned perplexity."""
     from besa_hw.cmd_prune import write_result
-    from besa_hw.models import load_model
+    from besa_hw.models import check_context, load_model
     from pruning import prune_model
     from pruning.calibration import get_calibration, load_text, tokenize
     from pruning.eval import perplexity
@@ -111,6 +116,7 @@ def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str |
     t = time.perf_counter()
     lm, tok, spec = load_model(model, gguf_file, device=device)
     check_model_fits(lm, cfg)
+    check_context(lm, seqlen=calib.seqlen, eval_seqlen=ev.seqlen if ev.enabled else None)
     timings.add("load", t)
     ids = dense = None
     if ev.enabled:
@@ -122,7 +128,7 @@ def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str |
     calib_ids = get_calibration(tok, calib).to(device) if cfg.method != "magnitude" else None
     result = prune_model(lm, calib_ids, cfg, progress=progress)
     write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t,
-                 save_model=save_model, overwrite=overwrite)
+                 save_model=save_model)
     timings.add("prune", t)
     if not ev.enabled:
         return None

@@ -23,42 +23,30 @@ MODEL_DIR = "model"
 EMPTY_PERPLEXITY = {"dense": None, "pruned": None, "data": None, "seqlen": None, "windows": None}
 
 
-def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Validate the output folder before work starts: it must not exist (unless ``overwrite``)."""
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ValueError(f"output folder already exists: {out} (pass --overwrite to replace it)")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path is a file, not a folder: {out}")
-    return out
-
-
 def write_run(out_dir: str | Path, masks: dict[str, torch.Tensor], manifest: dict,
-              save_model: Callable[[Path], None] | None = None, overwrite: bool = False) -> Path:
-    """Atomically write a run folder; ``save_model(path)`` (e.g. ``model.save_pretrained``) fills ``model/``."""
-    out = check_out_dir(out_dir, overwrite)
+              save_model: Callable[[Path], None] | None = None) -> Path:
+    """Atomically write a run folder into ``out_dir``, which must not exist or be empty.
+
+    ``save_model(path)`` (e.g. ``model.save_pretrained``) fills ``model/``. Replacing an existing
+    run is the caller's decision: ``besa_hw.outdir.staged_dir`` builds the new folder beside the
+    old one and swaps it in only when complete.
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"output folder already exists and is not empty: {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        os.chmod(tmp, 0o755)
         save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS))
         if save_model is not None:
             save_model(tmp / MODEL_DIR)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_into_place(tmp, out)
+        os.replace(tmp, out)  # an empty existing folder is replaced too (rename(2))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(run_dir: str | Path) -> dict:
@@ -70,12 +58,41 @@ def read_manifest(run_dir: str | Path) -> dict:
 
 
 def read_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(masks, manifest) of a run folder; masks are bool (out, in) keyed by module path."""
+    """(masks, manifest) of a run folder; masks are bool (out, in) keyed by module path.
+
+    Every layer the manifest lists must have a mask of its shape, stored as bool (or as 0/1
+    integers); anything else is a ValueError naming the key, never a silently scaled weight.
+    """
     manifest = read_manifest(run_dir)
     path = Path(run_dir) / MASKS
     if not path.is_file():
         raise FileNotFoundError(f"run folder has no {MASKS}: {run_dir}")
-    return load_file(str(path)), manifest
+    try:
+        raw = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+        raise ValueError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    return check_masks(raw, manifest.get("layers") or {}, path), manifest
+
+
+def check_masks(masks: dict[str, torch.Tensor], layers: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Bool masks, one per manifest layer, each of the layer's shape (0/1 integers are converted)."""
+    missing = [k for k in layers if k not in masks]
+    if missing:
+        raise ValueError(f"{path}: no mask for {missing[0]} ({len(missing)} of {len(layers)} missing)")
+    out = {}
+    for key, mask in masks.items():
+        if layers and key not in layers:
+            raise ValueError(f"{path}: mask {key} is not a layer of the manifest")
+        if mask.dtype != torch.bool:
+            if mask.dtype.is_floating_point or mask.dtype.is_complex or not bool(((mask == 0) | (mask == 1)).all()):
+                raise ValueError(f"{path}: mask {key} has dtype {str(mask.dtype).removeprefix('torch.')}; "
+                                 "masks must be bool (or 0/1 integers)")
+            mask = mask != 0
+        shape = layers.get(key, {}).get("shape")
+        if shape is not None and list(mask.shape) != [int(n) for n in shape]:
+            raise ValueError(f"{path}: mask {key} has shape {tuple(mask.shape)}, the layer is {tuple(shape)}")
+        out[key] = mask
+    return out
 
 
 def update_manifest(run_dir: str | Path, updates: dict) -> dict:

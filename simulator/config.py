@@ -86,8 +86,12 @@ class HardwareConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"hardware: {f} must be a positive integer, got {value!r}")
         for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte"):
-            if getattr(self, f) < 0:
-                raise ValueError(f"hardware: {f} must be >= 0, got {getattr(self, f)!r}")
+            value = getattr(self, f)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"hardware: {f} must be a finite number >= 0, got {value!r}")
+        for f in ("dense_pe_fraction", "dense_column_threshold"):
+            if not math.isfinite(getattr(self, f)):
+                raise ValueError(f"hardware: {f} must be a finite number, got {getattr(self, f)!r}")
         _check_choice("split_policy", self.split_policy, SPLIT_POLICIES)
         _check_choice("column_split", self.column_split, COLUMN_SPLITS)
         _check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)

@@ -26,6 +26,8 @@ __all__ = [
 
 OP_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MaskLoader = Callable[[], np.ndarray]
+# safetensors dtype names a mask may be stored as (integers must hold only 0 and 1).
+_MASK_DTYPES = ("BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64")
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,12 @@ class LayerOp:
         if m.shape != (self.out_features, self.in_features):
             raise ValueError(f"{self.name}: mask shape {tuple(m.shape)} does not match the Linear "
                              f"({self.out_features}, {self.in_features})")
-        return m if m.dtype == np.bool_ else m != 0
+        if m.dtype == np.bool_:
+            return m
+        if m.dtype.kind not in "iu" or not np.isin(m, (0, 1)).all():
+            raise ValueError(f"{self.name}: mask has dtype {m.dtype} with values other than 0/1; "
+                             "masks must be bool (or 0/1 integers)")
+        return m != 0
 
 
 def model_ops(shape: ModelShape, tokens: int,
@@ -161,11 +168,20 @@ def run_ops(run_dir: str | Path, tokens: int) -> tuple[ModelShape, list[LayerOp]
         layers = meta["layers"]
     except KeyError as exc:
         raise ValueError(f"{run_dir}/manifest.json lacks the key {exc.args[0]!r}") from None
-    with safe_open(str(masks_path), framework="np") as fh:
-        keys = set(fh.keys())
-    missing = [k for k in layers if k not in keys]
+    try:
+        with safe_open(str(masks_path), framework="np") as fh:
+            stored = {k: (fh.get_slice(k).get_dtype(), fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # safetensors' own error types for truncated or corrupt files
+        raise ValueError(f"{masks_path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    missing = [k for k in layers if k not in stored]
     if missing:
         raise ValueError(f"{masks_path}: no mask for {missing[0]} ({len(missing)} missing)")
+    for key, info in layers.items():
+        dtype, dims = stored[key]
+        if dtype not in _MASK_DTYPES:
+            raise ValueError(f"{masks_path}: mask {key} has dtype {dtype}; masks must be bool (or 0/1 integers)")
+        if list(dims) != [int(n) for n in info["shape"]]:
+            raise ValueError(f"{masks_path}: mask {key} has shape {tuple(dims)}, the layer is {tuple(info['shape'])}")
 
     def loader(key: str) -> MaskLoader:
         def load() -> np.ndarray:

@@ -67,7 +67,7 @@ def gpt2_dir(tmp_path_factory):
     ("sparsity", ["--sparsity", "1.0"], "sparsity must be in [0, 1)"),
     ("nm width", ["--nm", "3:7", "--sparsity", "0.5714285714285714"], "does not divide"),
     ("nm syntax", ["--nm", "two:four"], "N:M pattern"),
-    ("short calib", ["--seqlen", "100000"], "fewer than one segment"),
+    ("context", ["--seqlen", "100000"], "exceeds the model's context of 1024 tokens"),
     ("missing calib", ["--calib", "/no/such.txt"], "calibration text not found"),
     ("profile", ["--profile", "/no/such.json"], "profile file not found"),
     ("set", ["--set", "no_such_field=1"], "expected FIELD=VALUE"),
@@ -90,6 +90,7 @@ def test_non_llama_architecture(gpt2_dir, text_file, tmp_path, capsys):
 
 def test_existing_out_refused(tiny_model_dir, text_file, tmp_path, capsys):
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
     assert cli.main(_prune_args(tiny_model_dir, text_file, tmp_path / "run", "--method", "magnitude")) == 2
     assert "already exists" in capsys.readouterr().err
 

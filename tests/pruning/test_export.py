@@ -35,11 +35,14 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_folder_needs_overwrite(tmp_path):
+def test_writes_only_into_a_new_or_empty_folder(tmp_path):
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="already exists"):
         write_run(tmp_path / "run", {}, _manifest())
-    write_run(tmp_path / "run", {"a": torch.ones(1, 1, dtype=torch.bool)}, _manifest(), overwrite=True)
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    (tmp_path / "run" / "notes.txt").unlink()
+    write_run(tmp_path / "run", {"a": torch.ones(1, 1, dtype=torch.bool)}, _manifest())
     assert (tmp_path / "run" / "manifest.json").is_file()
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         read_run(tmp_path)

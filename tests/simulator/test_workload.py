@@ -67,5 +67,5 @@ def test_run_folder_masks_are_read_lazily_and_checked(tmp_path):
     res = Simulator(load_hardware()).run_op(ops[0])
     assert res.nnz == int(ops[0].mask().sum())
     write_run(tmp_path, mask_shape=(8, 15))
-    with pytest.raises(ValueError, match=r"mask shape \(8, 15\) does not match"):
-        run_ops(tmp_path, tokens=1)[1][0].mask()
+    with pytest.raises(ValueError, match=r"q_proj has shape \(8, 15\), the layer is \(8, 16\)"):
+        run_ops(tmp_path, tokens=1)
