@@ -13,8 +13,10 @@ import pandas as pd
 
 from simulator import HardwareConfig, LayerOp, Simulator, get_shape, results_frame, run_ops, summarize
 from simulator.synthetic import AllocationProfile, synthetic_ops
+from simulator.workload import check_tokens
 
-__all__ = ["PHASE_TOKENS", "WorkloadSpec", "build_ops", "simulate", "write_table", "write_json"]
+__all__ = ["PHASE_TOKENS", "WorkloadSpec", "build_ops", "simulate", "write_table", "write_json",
+           "check_out_location"]
 
 # Default tokens per phase: decode = one token (batch 1); prefill = a 2048-token prompt.
 PHASE_TOKENS = {"decode": 1, "prefill": 2048}
@@ -36,8 +38,8 @@ class WorkloadSpec:
             raise ValueError("give exactly one of a run folder or a model shape")
         if self.phase not in PHASE_TOKENS:
             raise ValueError(f"phase must be one of {', '.join(PHASE_TOKENS)}, got {self.phase!r}")
-        if self.tokens is not None and self.tokens <= 0:
-            raise ValueError(f"tokens must be a positive integer, got {self.tokens}")
+        if self.tokens is not None:
+            check_tokens(self.tokens)
         if self.blocks is not None and self.blocks <= 0:
             raise ValueError(f"blocks must be a positive integer, got {self.blocks}")
 
@@ -74,6 +76,20 @@ def simulate(ops: Sequence[LayerOp], hw: HardwareConfig, compute_only: bool = Fa
             bar.close()
     layers = results_frame(results)
     return layers, summarize(layers)
+
+
+def check_out_location(out: str | Path, flag: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that cannot be written: ``out`` is a file, one of
+    its parents is a file, or the nearest existing folder is not writable."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out} is a file, not a folder")
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {out}: cannot write in {existing} (no permission or read-only)")
+    return out
 
 
 def _atomic_write(path: Path, text: str) -> None:
