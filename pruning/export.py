@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
@@ -66,7 +67,13 @@ def read_manifest(run_dir: str | Path) -> dict:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"not a run folder (no {MANIFEST}): {run_dir}")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid JSON manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest
 
 
 def read_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -75,7 +82,10 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(run_dir) / MASKS
     if not path.is_file():
         raise FileNotFoundError(f"run folder has no {MASKS}: {run_dir}")
-    return load_file(str(path)), manifest
+    try:
+        return load_file(str(path)), manifest
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: damaged or truncated safetensors file ({exc})") from None
 
 
 def update_manifest(run_dir: str | Path, updates: dict) -> dict:
