@@ -32,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from besa_hw import compare as cmp
     from besa_hw import figures_explore as figures
-    from besa_hw.pipeline import write_table
+    from besa_hw.pipeline import check_out_location, write_table
     from simulator.synthetic import AllocationProfile
 
+    check_out_location(args.out)
     phases = phase_tokens(args)
     if args.runs and (args.shape or args.profiles):
         raise ValueError("give either run folders or --shape with --profiles, not both")

@@ -50,24 +50,36 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
 def _preset(name: str | None) -> dict:
     if name is None:
         return {}
-    import tomllib
+    from simulator.config import read_document
 
     path = Path(name)
-    if not path.is_file():
+    if not path.exists():
         path = PRESET_DIR / f"{name.removesuffix('.toml')}.toml"
-    if not path.is_file():
-        raise FileNotFoundError(f"preset not found: {name}")
-    return tomllib.loads(path.read_text()).get("prune", {})
+        if not path.is_file():
+            raise FileNotFoundError(f"preset not found: {name}")
+    fields = read_document(path, "preset", fmt="toml").get("prune", {})
+    if not isinstance(fields, dict):
+        raise ValueError(f"preset {path}: 'prune' must be a [prune] table of PruneConfig fields")
+    unknown = sorted(set(fields) - _settable_fields())
+    if unknown:
+        raise ValueError(f"preset {path}: unknown field {unknown[0]!r}; valid: {', '.join(sorted(_settable_fields()))}")
+    return dict(fields)
+
+
+def _settable_fields() -> set[str]:
+    """PruneConfig fields a preset or --set may give (method, seed and profile have their own flags)."""
+    import dataclasses
+
+    from pruning.config import PruneConfig
+
+    return {f.name for f in dataclasses.fields(PruneConfig)} - {"method", "seed", "profile"}
 
 
 def parse_overrides(items: list[str]) -> dict:
     """``FIELD=VALUE`` pairs checked against PruneConfig fields; values parsed as JSON when they can be."""
-    import dataclasses
     import json
 
-    from pruning.config import PruneConfig
-
-    names = {f.name for f in dataclasses.fields(PruneConfig)} - {"method", "seed", "profile"}
+    names = _settable_fields()
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -92,6 +104,8 @@ def build_configs(args: argparse.Namespace):
     flags = {"sparsity": args.sparsity, "besa_allocation": args.allocation, "besa_importance": args.importance,
              "besa_reconstruct": args.reconstruct, "besa_epochs": args.epochs}
     fields.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(fields.get("nm"), str):
+        fields["nm"] = parse_nm(fields["nm"])
     nm = parse_nm(args.nm)
     if nm is not None:
         fields["nm"] = nm
@@ -107,16 +121,19 @@ def build_configs(args: argparse.Namespace):
 
 
 def handle(args: argparse.Namespace) -> int:
-    from besa_hw.models import resolve_model
+    from besa_hw.models import resolve_device, resolve_model
+    from besa_hw.pipeline import check_out_location
     from pruning.calibration import check_source
     from pruning.export import check_out_dir
 
     cfg, calib = build_configs(args)
     check_out_dir(args.out, args.overwrite)
+    check_out_location(args.out)
+    device = resolve_device(args.device)
     resolve_model(args.model, args.gguf_file)
     if cfg.method != "magnitude":
         check_source(calib.source)
-    out = prune_to_run(args.model, args.gguf_file, cfg, calib, args.out, device=args.device,
+    out = prune_to_run(args.model, args.gguf_file, cfg, calib, args.out, device=device,
                        save_model=args.save_model, overwrite=args.overwrite, progress=True)
     print(f"wrote {out}")
     return 0
@@ -125,14 +142,12 @@ def handle(args: argparse.Namespace) -> int:
 def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path, *, device: str | None = None,
                  save_model: bool = False, overwrite: bool = False, progress: bool = False) -> Path:
     """Library entry point: load ``model``, prune it with ``cfg`` on ``calib`` data, write the run folder."""
-    import torch
-
-    from besa_hw.models import load_model
+    from besa_hw.models import load_model, resolve_device
     from pruning import prune_model
     from pruning.calibration import get_calibration
     from pruning.sequential import check_model_fits
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     t0 = time.perf_counter()
     lm, tok, spec = load_model(model, gguf_file, device=device)
     check_model_fits(lm, cfg)

@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace):
     """Check every input before any heavy work; returns what the run needs."""
     from besa_hw.cmd_prune import build_configs
-    from besa_hw.models import resolve_model
-    from besa_hw.runjob import EvalConfig, is_finished_run
+    from besa_hw.models import resolve_device, resolve_model
+    from besa_hw.pipeline import check_out_location
+    from besa_hw.runjob import EvalConfig, check_run, is_finished_run
     from pruning.calibration import check_source
     from pruning.export import check_out_dir
 
@@ -46,25 +47,26 @@ def _validate(args: argparse.Namespace):
     ev = EvalConfig(args.eval_data, args.eval_seqlen, args.eval_windows, not args.no_eval)
     out = Path(args.out or f"runs/{Path(args.model).stem}-{cfg.method}-{cfg.sparsity:g}")
     reuse = args.reuse and is_finished_run(out)
-    if not reuse:
+    device = resolve_device(args.device)
+    if reuse:
+        check_run(out, need_model_id=ev.enabled)
+    else:
         check_out_dir(out, args.overwrite)
+        check_out_location(out)
         resolve_model(args.model, args.gguf_file)
         if cfg.method != "magnitude":
             check_source(calib.source)
     if ev.enabled:
-        check_source(ev.data)
-    return hw, phases, cfg, calib, ev, out, reuse
+        check_source(ev.data, "evaluation text")
+    return hw, phases, cfg, calib, ev, out, reuse, device
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from besa_hw.runjob import Timings, evaluate_run, prune_and_evaluate, simulate_run
     from pruning.export import read_manifest
 
     start = time.perf_counter()
-    hw, phases, cfg, calib, ev, out, reuse = _validate(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    hw, phases, cfg, calib, ev, out, reuse, device = _validate(args)
     timings = Timings()
     if reuse:
         print(f"reusing finished run {out}")
