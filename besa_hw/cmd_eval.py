@@ -75,18 +75,21 @@ def apply_masks(lm, masks: dict) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    import torch
-
-    from besa_hw.models import check_context, load_model, resolve_model
-    from besa_hw.runjob import EvalConfig, evaluate_run
+    from besa_hw.models import check_context, load_model, resolve_device, resolve_model
+    from besa_hw.runjob import EvalConfig, check_run, evaluate_run
     from pruning.calibration import check_source, load_text, tokenize
     from pruning.eval import perplexity
-    from pruning.export import read_manifest
 
-    if args.seqlen < 2 or args.max_windows < 0:
-        raise ValueError("--seqlen must be >= 2 and --max-windows >= 0")
-    check_source(args.data)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.seqlen < 2:
+        raise ValueError(f"--seqlen must be >= 2, got {args.seqlen}")
+    if args.max_windows < 0:
+        raise ValueError(f"--max-windows must be >= 0 (0 = all), got {args.max_windows}")
+    if args.run:
+        check_run(args.run)
+    else:
+        resolve_model(args.model, args.gguf_file)
+    check_source(args.data, "evaluation text")
+    device = resolve_device(args.device)
     windows = args.max_windows or None
     if args.model:
         check_context(resolve_model(args.model, args.gguf_file), seqlen=args.seqlen)
@@ -95,7 +98,6 @@ def handle(args: argparse.Namespace) -> int:
         ppl = perplexity(lm, tokenize(tok, load_text(args.data)), args.seqlen, windows, progress=True)
         print(f"perplexity: {ppl:.4f}")
         return 0
-    read_manifest(args.run)
     ppl = evaluate_run(args.run, EvalConfig(args.data, args.seqlen, windows), device, dense=args.dense,
                        progress=True)
     if ppl["dense"] is not None:

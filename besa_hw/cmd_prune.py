@@ -50,24 +50,36 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
 def _preset(name: str | None) -> dict:
     if name is None:
         return {}
-    import tomllib
+    from simulator.config import read_document
 
     path = Path(name)
-    if not path.is_file():
+    if not path.exists():
         path = PRESET_DIR / f"{name.removesuffix('.toml')}.toml"
-    if not path.is_file():
-        raise FileNotFoundError(f"preset not found: {name}")
-    return tomllib.loads(path.read_text()).get("prune", {})
+        if not path.is_file():
+            raise FileNotFoundError(f"preset not found: {name}")
+    fields = read_document(path, "preset", fmt="toml").get("prune", {})
+    if not isinstance(fields, dict):
+        raise ValueError(f"preset {path}: 'prune' must be a [prune] table of PruneConfig fields")
+    unknown = sorted(set(fields) - _settable_fields())
+    if unknown:
+        raise ValueError(f"preset {path}: unknown field {unknown[0]!r}; valid: {', '.join(sorted(_settable_fields()))}")
+    return dict(fields)
+
+
+def _settable_fields() -> set[str]:
+    """PruneConfig fields a preset or --set may give (method, seed and profile have their own flags)."""
+    import dataclasses
+
+    from pruning.config import PruneConfig
+
+    return {f.name for f in dataclasses.fields(PruneConfig)} - {"method", "seed", "profile"}
 
 
 def parse_overrides(items: list[str]) -> dict:
     """``FIELD=VALUE`` pairs checked against PruneConfig fields; values parsed as JSON when they can be."""
-    import dataclasses
     import json
 
-    from pruning.config import PruneConfig
-
-    names = {f.name for f in dataclasses.fields(PruneConfig)} - {"method", "seed", "profile"}
+    names = _settable_fields()
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -92,6 +104,8 @@ def build_configs(args: argparse.Namespace):
     flags = {"sparsity": args.sparsity, "besa_allocation": args.allocation, "besa_importance": args.importance,
              "besa_reconstruct": args.reconstruct, "besa_epochs": args.epochs}
     fields.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(fields.get("nm"), str):
+        fields["nm"] = parse_nm(fields["nm"])
     nm = parse_nm(args.nm)
     if nm is not None:
         fields["nm"] = nm
@@ -107,18 +121,19 @@ def build_configs(args: argparse.Namespace):
 
 
 def handle(args: argparse.Namespace) -> int:
-    from besa_hw.models import check_context, resolve_model
+    from besa_hw.models import check_context, resolve_device, resolve_model
     from besa_hw.outdir import check_out_dir, staged_dir
     from pruning.calibration import check_source
 
     cfg, calib = build_configs(args)
     check_out_dir(args.out, args.overwrite)
+    device = resolve_device(args.device)
     check_context(resolve_model(args.model, args.gguf_file), seqlen=calib.seqlen)
     if cfg.method != "magnitude":
         check_source(calib.source)
     # Built beside --out and swapped in when complete: a failed prune keeps the old run.
     with staged_dir(args.out, "run", overwrite=args.overwrite) as stage:
-        prune_to_run(args.model, args.gguf_file, cfg, calib, stage, device=args.device,
+        prune_to_run(args.model, args.gguf_file, cfg, calib, stage, device=device,
                      save_model=args.save_model, progress=True)
     print(f"wrote {args.out}")
     return 0
@@ -128,14 +143,12 @@ def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path,
                  save_model: bool = False, progress: bool = False) -> Path:
     """Library entry point: load ``model``, prune it with ``cfg`` on ``calib`` data, write the run folder
     ``out`` (which must not exist or be empty)."""
-    import torch
-
-    from besa_hw.models import check_context, load_model
+    from besa_hw.models import check_context, load_model, resolve_device
     from pruning import prune_model
     from pruning.calibration import get_calibration
     from pruning.sequential import check_model_fits
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     t0 = time.perf_counter()
     lm, tok, spec = load_model(model, gguf_file, device=device)
     check_model_fits(lm, cfg)

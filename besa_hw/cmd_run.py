@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace):
     """Check every input before any heavy work; returns what the run needs."""
     from besa_hw.cmd_prune import build_configs
-    from besa_hw.models import check_context, resolve_model
-    from besa_hw.runjob import EvalConfig, is_finished_run
+    from besa_hw.models import check_context, resolve_device, resolve_model
+    from besa_hw.runjob import EvalConfig, check_run, is_finished_run
     from pruning.calibration import check_source
     from besa_hw.outdir import check_out_dir
 
@@ -48,26 +48,26 @@ def _validate(args: argparse.Namespace):
     out = Path(args.out or f"runs/{Path(args.model).stem}-{cfg.method}-{cfg.sparsity:g}")
     reuse = args.reuse and is_finished_run(out)
     check_out_dir(out, args.overwrite, reuse)
-    if not reuse:
+    device = resolve_device(args.device)
+    if reuse:
+        check_run(out, need_model_id=ev.enabled)
+    else:
         check_context(resolve_model(args.model, args.gguf_file), seqlen=calib.seqlen,
                       eval_seqlen=ev.seqlen if ev.enabled else None)
         if cfg.method != "magnitude":
             check_source(calib.source)
     if ev.enabled:
-        check_source(ev.data)
-    return hw, phases, cfg, calib, ev, out, reuse
+        check_source(ev.data, "evaluation text")
+    return hw, phases, cfg, calib, ev, out, reuse, device
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from besa_hw.outdir import staged_dir
     from besa_hw.runjob import Timings, evaluate_run, prune_and_evaluate, simulate_run
     from pruning.export import read_manifest
 
     start = time.perf_counter()
-    hw, phases, cfg, calib, ev, out, reuse = _validate(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    hw, phases, cfg, calib, ev, out, reuse, device = _validate(args)
     timings = Timings()
     # Everything is built in a staging copy beside --out and swapped in only when complete:
     # a failure or Ctrl-C at any step leaves the previous run exactly as it was.

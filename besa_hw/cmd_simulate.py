@@ -34,10 +34,9 @@ def phase_tokens(args: argparse.Namespace) -> dict[str, int]:
     bad = [n for n in names if n not in tokens]
     if bad or not names:
         raise ValueError(f"--phases takes decode and/or prefill, got {args.phases!r}")
-    for n in names:
-        if tokens[n] < 1:
-            raise ValueError(f"--{n}-tokens must be >= 1, got {tokens[n]}")
-    return {n: tokens[n] for n in names}
+    from simulator.workload import check_tokens
+
+    return {n: check_tokens(tokens[n], f"--{n}-tokens") for n in names}
 
 
 def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -> None:
@@ -100,10 +99,10 @@ def run(args: argparse.Namespace) -> int:
     from besa_hw.pipeline import build_ops, simulate, write_json, write_table
     from simulator import summarize
 
-    hw = hardware(args)
-    spec = workload_spec(args)
     if args.out:
         check_out_dir(args.out, args.overwrite)
+    hw = hardware(args)
+    spec = workload_spec(args)
     ops = build_ops(spec)
     start = time.perf_counter()
     layers, summary = simulate(ops, hw, compute_only=args.compute_only, progress=True)

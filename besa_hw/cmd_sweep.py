@@ -8,6 +8,8 @@ from pathlib import Path
 
 from besa_hw.cmd_simulate import add_hardware_args, add_workload_args, hardware, workload_spec
 
+MAX_WORKERS = 1024  # processes; more only costs memory
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="simulate a grid of hardware configurations",
@@ -34,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from simulator.config import apply_overrides
     from simulator.sweep import grid_points, load_sweep_file, parse_grid, run_sweep
 
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be in [1, {MAX_WORKERS}], got {args.workers}")
     base, grid = hardware(args), {}
     if args.sweep_file:
         file_base, grid = load_sweep_file(args.sweep_file)

@@ -12,7 +12,7 @@ import pandas as pd
 from besa_hw.pipeline import WorkloadSpec, build_ops, simulate
 from simulator import HardwareConfig
 from simulator.synthetic import AllocationProfile, load_profile
-from simulator.workload import OP_NAMES, read_manifest
+from simulator.workload import OP_NAMES, read_manifest, run_ops
 
 __all__ = ["Candidate", "candidates_from_runs", "candidates_from_profiles", "compare"]
 
@@ -47,7 +47,8 @@ def candidates_from_runs(run_dirs: Sequence[str], phases: dict[str, int], names:
         manifest = read_manifest(run)
         if not (Path(run) / "masks.safetensors").is_file():
             raise FileNotFoundError(f"{run}: masks.safetensors is missing (not a finished pruning run)")
-        dims = {k: manifest.get("model", {}).get(k) for k in _SHAPE_KEYS}
+        run_ops(run, 1)  # validates the manifest's model and layers and the masks file, reads no mask
+        dims = {k: manifest["model"].get(k) for k in _SHAPE_KEYS}
         if first is None:
             first = (run, dims)
         elif dims != first[1]:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from besa_hw.gguf_check import check_gguf
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -38,25 +40,52 @@ def bundled_model_dir() -> Path:
 
 
 def resolve_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None) -> ModelSpec:
-    """Validate a model reference without loading it (FileNotFoundError naming what is missing)."""
+    """Validate a model reference without loading it (FileNotFoundError naming what is missing,
+    ValueError for a file that is not a complete GGUF model)."""
     if model == DEFAULT_MODEL:
         folder = bundled_model_dir()
         name = gguf_file or DEFAULT_GGUF
         if not (folder / name).is_file():
             raise FileNotFoundError(f"bundled GGUF file not found: {folder / name}")
+        check_gguf(folder / name)
         return ModelSpec(DEFAULT_MODEL, str(folder), name)
     path = Path(model)
-    if path.is_file() and path.suffix == ".gguf":
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"model {model} is a file but not a .gguf file; give a model folder "
+                             "(with config.json), a .gguf file or a hub id")
+        check_gguf(path)
         return ModelSpec(model, str(path.parent), path.name)
     if path.is_dir():
         if gguf_file is not None and not (path / gguf_file).is_file():
             raise FileNotFoundError(f"GGUF file not found: {path / gguf_file}")
+        if gguf_file is not None:
+            check_gguf(path / gguf_file)
         if gguf_file is None and not (path / "config.json").is_file():
             raise FileNotFoundError(f"model folder has no config.json: {path} (for GGUF pass --gguf-file)")
         return ModelSpec(model, str(path), gguf_file)
     if _HUB_ID.match(model) and not model.startswith((".", "/")):
         return ModelSpec(model, model, gguf_file)
     raise FileNotFoundError(f"model path not found: {model}")
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``, checked against this machine (None: cuda when available)."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind is None or kind.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def load_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None, device: str = "cpu"):

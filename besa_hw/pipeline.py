@@ -13,6 +13,7 @@ import pandas as pd
 
 from simulator import HardwareConfig, LayerOp, Simulator, get_shape, results_frame, run_ops, summarize
 from simulator.synthetic import AllocationProfile, synthetic_ops
+from simulator.workload import check_tokens
 
 __all__ = ["PHASE_TOKENS", "WorkloadSpec", "build_ops", "simulate", "write_table", "write_json"]
 
@@ -36,8 +37,8 @@ class WorkloadSpec:
             raise ValueError("give exactly one of a run folder or a model shape")
         if self.phase not in PHASE_TOKENS:
             raise ValueError(f"phase must be one of {', '.join(PHASE_TOKENS)}, got {self.phase!r}")
-        if self.tokens is not None and self.tokens <= 0:
-            raise ValueError(f"tokens must be a positive integer, got {self.tokens}")
+        if self.tokens is not None:
+            check_tokens(self.tokens)
         if self.blocks is not None and self.blocks <= 0:
             raise ValueError(f"blocks must be a positive integer, got {self.blocks}")
 

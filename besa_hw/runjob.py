@@ -15,7 +15,8 @@ from simulator import HardwareConfig, summarize
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "Timings", "simulate_run", "evaluate_run", "prune_and_evaluate", "is_finished_run"]
+__all__ = ["EvalConfig", "Timings", "simulate_run", "evaluate_run", "prune_and_evaluate", "is_finished_run",
+           "check_run"]
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,10 @@ class EvalConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.seqlen < 2 or (self.max_windows is not None and self.max_windows < 1):
-            raise ValueError(f"evaluation needs seqlen >= 2 and at least one window, "
-                             f"got seqlen {self.seqlen}, windows {self.max_windows}")
+        if self.seqlen < 2:
+            raise ValueError(f"evaluation seqlen must be >= 2, got {self.seqlen}")
+        if self.max_windows is not None and self.max_windows < 1:
+            raise ValueError(f"evaluation needs at least one window, got windows {self.max_windows}")
 
 
 @dataclass
@@ -39,6 +41,19 @@ class Timings:
 
     def add(self, name: str, start: float) -> None:
         self.steps[name] = round(time.perf_counter() - start, 2)
+
+
+def check_run(run_dir: str | Path, need_model_id: bool = True) -> dict:
+    """Validate a finished run folder before any work: its manifest (naming the base model when
+    ``need_model_id``), its layers and a readable masks file. Returns the manifest."""
+    from pruning.export import read_manifest
+    from simulator.workload import run_ops
+
+    manifest = read_manifest(run_dir)
+    run_ops(run_dir, 1)  # manifest model dims and layers, masks file header; no mask is read
+    if need_model_id and not manifest["model"].get("id"):
+        raise ValueError(f"{Path(run_dir) / 'manifest.json'}: 'model' lacks the key 'id' (the base model)")
+    return manifest
 
 
 def is_finished_run(run_dir: str | Path) -> bool:

@@ -45,15 +45,25 @@ def load_text(source: str) -> str:
     if source in HUB_SOURCES:
         return _hub_text(source)
     path = Path(source)
+    if path.is_dir():
+        raise ValueError(f"text file {source} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"text file not found: {source} (or use pydoc, wikitext2, c4)")
-    return path.read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"text file {source} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
 
 
-def check_source(source: str) -> None:
-    """Cheap up-front validation of a source name/path (before loading a model)."""
-    if source not in ("pydoc", *HUB_SOURCES) and not Path(source).is_file():
-        raise FileNotFoundError(f"calibration text not found: {source} (or use pydoc, wikitext2, c4)")
+def check_source(source: str, what: str = "calibration text") -> None:
+    """Up-front validation of a source name/path (before loading a model): a local file must be
+    non-empty UTF-8 text."""
+    if source in ("pydoc", *HUB_SOURCES):
+        return
+    if not Path(source).exists():
+        raise FileNotFoundError(f"{what} not found: {source} (or use pydoc, wikitext2, c4)")
+    if not load_text(source).strip():
+        raise ValueError(f"{what} {source} is empty")
 
 
 def tokenize(tokenizer, text: str) -> torch.Tensor:

@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Mapping
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "besa")
 IMPORTANCE = ("wanda", "magnitude", "sparsegpt")
+MAX_NSAMPLES = 1 << 16  # calibration segments: far beyond the 128 of the papers
+MAX_SEED = 2**63  # torch generators take seeds below 2**64; headroom for per-block offsets
+
+
+def _is_a(value: object, kind: type) -> bool:
+    """isinstance for config fields: an int passes for a float, a bool never passes for a number."""
+    if isinstance(value, bool) and kind is not bool:
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def check_field_types(obj: object) -> None:
+    """ValueError naming the first field of dataclass ``obj`` whose value does not match its annotation
+    (int, float, bool or str, optionally ``| None``); floats must be finite. Other annotations are left
+    to the class's own checks."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        hint, value = hints[f.name], getattr(obj, f.name)
+        kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        simple = [k for k in kinds if k in (int, float, bool, str)]
+        if not simple or (value is None and type(None) in kinds):
+            continue
+        if not any(_is_a(value, k) for k in simple):
+            raise ValueError(f"{f.name} expects {' or '.join(k.__name__ for k in simple)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value!r}")
 
 
 def parse_nm(text: str | None) -> tuple[int, int] | None:
@@ -32,10 +62,13 @@ class CalibConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.nsamples < 1:
-            raise ValueError(f"nsamples must be >= 1, got {self.nsamples}")
+        check_field_types(self)
+        if not 1 <= self.nsamples <= MAX_NSAMPLES:
+            raise ValueError(f"nsamples must be in [1, {MAX_NSAMPLES}], got {self.nsamples}")
         if self.seqlen < 2:
             raise ValueError(f"seqlen must be >= 2, got {self.seqlen}")
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -75,9 +108,16 @@ class PruneConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0):
+        check_field_types(self)
+        if not 0.0 <= self.sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if self.nm is not None:
+            if not (isinstance(self.nm, (tuple, list)) and len(self.nm) == 2
+                    and all(_is_a(v, int) for v in self.nm)):
+                raise ValueError(f"N:M pattern must be a pair of integers like 2:4, got {self.nm!r}")
+            object.__setattr__(self, "nm", tuple(self.nm))
             n, m = self.nm
             if not 0 < n < m:
                 raise ValueError(f"N:M pattern needs 0 < N < M, got {n}:{m}")
@@ -103,11 +143,16 @@ class PruneConfig:
         if self.besa_reconstruct_mode not in ("counts", "mask"):
             raise ValueError(f"reconstruct mode must be counts or mask, got {self.besa_reconstruct_mode!r}")
         if not 0.0 < self.besa_step <= 0.5:
-            raise ValueError(f"candidate step must be in (0, 0.5], got {self.besa_step}")
+            raise ValueError(f"besa_step (candidate sparsity step) must be in (0, 0.5], got {self.besa_step}")
         if self.besa_samples is not None and self.besa_samples < 1:
             raise ValueError(f"besa_samples must be >= 1, got {self.besa_samples}")
-        if self.besa_epochs < 0 or self.besa_batch < 1 or self.forward_batch < 1:
-            raise ValueError("epochs must be >= 0 and batch sizes >= 1")
+        for name, low, strict in (("besa_epochs", 0, False), ("besa_batch", 1, False), ("forward_batch", 1, False),
+                                  ("sparsegpt_blocksize", 1, False), ("sparsegpt_percdamp", 0, False),
+                                  ("besa_beta", 0, False), ("besa_lr", 0, True), ("besa_d_coef", 0, True),
+                                  ("besa_init_width", 0, True)):
+            value = getattr(self, name)
+            if value < low or (strict and value == low):
+                raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value}")
 
     def hyperparameters(self) -> dict:
         """The settings relevant to ``method`` (for the manifest)."""

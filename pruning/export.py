@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
@@ -54,7 +55,13 @@ def read_manifest(run_dir: str | Path) -> dict:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"not a run folder (no {MANIFEST}): {run_dir}")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid JSON manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest
 
 
 def read_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -69,8 +76,8 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise FileNotFoundError(f"run folder has no {MASKS}: {run_dir}")
     try:
         raw = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
-        raise ValueError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: damaged or truncated safetensors file ({exc})") from None
     return check_masks(raw, manifest.get("layers") or {}, path), manifest
 
 

@@ -59,14 +59,18 @@ def load_profile(path: str | Path) -> dict[str, float]:
         ValueError: it is not valid JSON or a sparsity is outside [0, 1).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"profile {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"profile file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"profile {path} is not a UTF-8 text JSON file") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"profile {path} is not valid JSON: {exc}") from exc
     if isinstance(data, dict) and isinstance(data.get("layers"), dict):
-        data = {k: v["achieved_sparsity"] for k, v in data["layers"].items()}
+        data = {k: v.get("achieved_sparsity") if isinstance(v, dict) else v for k, v in data["layers"].items()}
     return validate_profile(data, str(path))
 
 
@@ -76,7 +80,7 @@ def validate_profile(data: object, where: str = "profile") -> dict[str, float]:
         raise ValueError(f"{where}: expected a non-empty JSON object {{module_path: sparsity}}")
     out = {}
     for key, value in data.items():
-        if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) < 1.0:
             raise ValueError(f"{where}: sparsity for {key} must be a number in [0, 1), got {value!r}")
         out[str(key)] = float(value)
     return out

@@ -35,6 +35,7 @@ DEFAULT_PRESET = "besa-64x64"
 SPLIT_POLICIES = ("proportional", "fixed")
 COLUMN_SPLITS = ("auto", "threshold", "all-sparse", "all-dense")
 SPARSE_FORMATS = ("csr", "bitmap")
+MAX_PE_DIM = 1 << 16  # PE rows or columns: far beyond any built array, small enough for int64 cycle math
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,18 @@ class HardwareConfig:
             value = getattr(self, f)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"hardware: {f} must be a positive number, got {value!r}")
-        for f in ("pe_rows", "pe_cols", "weight_bits", "act_bits", "index_bits"):
+        for f, most in (("pe_rows", MAX_PE_DIM), ("pe_cols", MAX_PE_DIM), ("weight_bits", 64), ("act_bits", 64),
+                        ("index_bits", 64)):
             value = getattr(self, f)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"hardware: {f} must be a positive integer, got {value!r}")
+            if value > most:
+                raise ValueError(f"hardware: {f} must be at most {most}, got {value!r}")
+        for kind in ("weight", "index", "act", "out"):
+            if self.buffer_bytes(kind) < 1:
+                halves = " (half of it per buffer with double_buffer)" if kind in ("weight", "index") else ""
+                raise ValueError(f"hardware: {kind}_sram_kib = {getattr(self, f'{kind}_sram_kib')!r} is smaller "
+                                 f"than one byte{halves}")
         for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte"):
             value = getattr(self, f)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -139,10 +148,16 @@ def read_document(path: str | Path, what: str, fmt: str | None = None) -> Any:
     """Parse a TOML or JSON file (``fmt``, else by suffix: .toml is TOML, anything else JSON);
     errors name the file and the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    text = path.read_text()
-    if (fmt or ("toml" if path.suffix == ".toml" else "json")) == "toml":
+    fmt = fmt or ("toml" if path.suffix == ".toml" else "json")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not a UTF-8 text {fmt.upper()} file") from None
+    if fmt == "toml":
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -164,7 +179,10 @@ def load_hardware(spec: str | Path | None = None, overrides: dict[str, Any] | No
                 f"unknown hardware preset {str(spec)!r}; choose one of {', '.join(available_presets())} "
                 "or give a path to a .toml file")
     data = read_document(path, "hardware file")
-    values = dict(data.get("hardware", data))  # a flat table or everything under [hardware]
+    values = data.get("hardware", data)  # a flat table or everything under [hardware]
+    if not isinstance(values, dict):
+        raise ValueError(f"hardware file {path}: 'hardware' must be a [hardware] table of key = value")
+    values = dict(values)
     values.setdefault("name", path.stem)
     return apply_overrides(HardwareConfig(), {**values, **(overrides or {})})
 

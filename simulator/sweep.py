@@ -50,7 +50,10 @@ def load_sweep_file(path: str | Path) -> tuple[dict[str, Any], dict[str, list]]:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"sweep file {path}: {key} must be a non-empty list of values")
-    return dict(data.get("hardware", {})), grid
+    base = data.get("hardware", {})
+    if not isinstance(base, dict):
+        raise ValueError(f"sweep file {path}: 'hardware' must be a [hardware] table of key = value")
+    return dict(base), grid
 
 
 def grid_points(base: HardwareConfig, grid: dict[str, list]) -> list[tuple[dict[str, Any], HardwareConfig]]:

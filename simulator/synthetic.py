@@ -41,29 +41,39 @@ class AllocationProfile:
 
     def __post_init__(self) -> None:
         for key, s in {"sparsity": self.sparsity, **self.per_layer}.items():
-            if not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
+            if not _is_number(s) or not 0.0 <= s < 1.0:
                 raise ValueError(f"profile: sparsity of {key} must be in [0, 1), got {s!r}")
         if self.row_distribution not in ROW_DISTRIBUTIONS:
             raise ValueError(f"profile: row distribution must be one of {', '.join(ROW_DISTRIBUTIONS)}")
-        if not 0.0 <= self.row_spread < 0.5:
+        if not _is_number(self.row_spread) or not 0.0 <= self.row_spread < 0.5:
             raise ValueError(f"profile: row spread must be in [0, 0.5), got {self.row_spread}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"profile: seed must be an integer in [0, 2**63), got {self.seed!r}")
 
     def layer_sparsity(self, block: int, op: str) -> float:
         path = module_path(block, op)
         return float(self.per_layer.get(path, self.per_layer.get(op, self.sparsity)))
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def load_profile(path: str | Path) -> dict[str, float]:
     """Per-layer sparsities from JSON: ``{module_path_or_op: s}`` or a run's manifest.json."""
     data = read_document(path, "profile")
     if isinstance(data, dict) and isinstance(data.get("layers"), dict):  # a manifest.json
-        data = {k: v.get("achieved_sparsity", v.get("target_sparsity")) for k, v in data["layers"].items()}
+        data = {k: v.get("achieved_sparsity", v.get("target_sparsity")) if isinstance(v, dict) else v
+                for k, v in data["layers"].items()}
     if not isinstance(data, dict) or not data:
         raise ValueError(f"profile {path}: expected a JSON object mapping layer names to sparsities")
     bad = [k for k in data if k not in OP_NAMES and not k.startswith("model.layers.")]
     if bad:
         raise ValueError(f"profile {path}: {bad[0]!r} is neither an op type ({', '.join(OP_NAMES)}) "
                          "nor a module path like model.layers.0.mlp.down_proj")
+    for key, value in data.items():
+        if not _is_number(value) or not 0.0 <= value < 1.0:
+            raise ValueError(f"profile {path}: sparsity of {key} must be a number in [0, 1), got {value!r}")
     return {k: float(v) for k, v in data.items()}
 
 

@@ -29,7 +29,11 @@ from simulator.config import HardwareConfig
 from simulator.engines import dense_step_cycles, sparse_lanes, sparse_step_cycles, split_pes
 from simulator.memory import row_bytes
 
-__all__ = ["Plan", "plan_op"]
+__all__ = ["Plan", "plan_op", "MAX_TILE_STEPS"]
+
+# Tile steps one op may unroll before they are merged (tiles x passes): ~2**26 steps already
+# take gigabytes and seconds per plan; beyond that a workload is refused rather than exhaust memory.
+MAX_TILE_STEPS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,11 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
     full, rest = divmod(tokens, per_pass)
     # Only the token-chunked loop order has several passes, and all its full passes are identical.
     passes = [(per_pass, full)] + ([(rest, 1)] if rest else [])
+    n_steps = base["bytes"].size * (full + bool(rest))
+    if n_steps > MAX_TILE_STEPS:
+        raise ValueError(
+            f"{tokens} tokens through a {out_f}x{in_f} Linear need {n_steps} tile steps ({dataflow}), more than "
+            f"the simulator's limit of {MAX_TILE_STEPS}; lower the tokens or raise act_sram_kib/weight_sram_kib")
     steps = [_pass_steps(base, t, dataflow, in_f, -(-dense_cols // chunks), chunks, p_dense, hw)
              for t, _ in passes]
     arrays = {k: np.concatenate([np.tile(st[k], n) for st, (_, n) in zip(steps, passes)]) for k in steps[0]}

@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "OP_NAMES",
+    "MAX_TOKENS",
     "ModelShape",
     "SHAPES",
     "LayerOp",
@@ -22,8 +23,12 @@ __all__ = [
     "model_ops",
     "run_ops",
     "read_manifest",
+    "mask_keys",
+    "check_tokens",
 ]
 
+# Tokens per op: beyond any context window (2**20 = 1M tokens); keeps the planner's arrays bounded.
+MAX_TOKENS = 1 << 20
 OP_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MaskLoader = Callable[[], np.ndarray]
 # safetensors dtype names a mask may be stored as (integers must hold only 0 and 1).
@@ -109,8 +114,7 @@ class LayerOp:
         if self.out_features <= 0 or self.in_features <= 0:
             raise ValueError(f"{self.name or self.op}: Linear sizes must be positive, "
                              f"got {self.out_features}x{self.in_features}")
-        if self.tokens <= 0:
-            raise ValueError(f"tokens must be a positive integer, got {self.tokens}")
+        check_tokens(self.tokens)
         if not self.name:
             object.__setattr__(self, "name", module_path(self.block, self.op))
 
@@ -129,6 +133,15 @@ class LayerOp:
         return m != 0
 
 
+def check_tokens(tokens: int, what: str = "tokens") -> int:
+    """``tokens`` if it is an integer in [1, MAX_TOKENS], else ValueError naming ``what``."""
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {tokens!r}")
+    if tokens > MAX_TOKENS:
+        raise ValueError(f"{what} must be at most {MAX_TOKENS} (2**20), got {tokens}")
+    return tokens
+
+
 def model_ops(shape: ModelShape, tokens: int,
               mask_for: Callable[[int, str, tuple[int, int]], MaskLoader | None] | None = None,
               blocks: range | None = None) -> list[LayerOp]:
@@ -143,15 +156,57 @@ def model_ops(shape: ModelShape, tokens: int,
 
 def read_manifest(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"{run_dir} is a file, not a run folder")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder not found: {run_dir}")
     manifest = run_dir / "manifest.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: manifest.json is missing")
     try:
-        return json.loads(manifest.read_text())
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{manifest}: not a UTF-8 text JSON file") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{manifest}: invalid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{manifest}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def mask_keys(masks_path: str | Path) -> dict[str, tuple[str, list[int]]]:
+    """{name: (dtype, shape)} of the masks in a safetensors file, from its header (no tensor is read);
+    ValueError naming the file when it cannot be read."""
+    from safetensors import SafetensorError, safe_open  # numpy backend: no torch needed
+
+    masks_path = Path(masks_path)
+    if not masks_path.is_file():
+        raise FileNotFoundError(f"{masks_path.parent}: masks.safetensors is missing (not a finished pruning run)")
+    try:
+        with safe_open(str(masks_path), framework="np") as fh:
+            return {k: (fh.get_slice(k).get_dtype(), fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except SafetensorError as exc:
+        raise ValueError(f"{masks_path}: damaged or truncated safetensors file ({exc})") from None
+
+
+def _manifest_layers(run_dir: Path, meta: dict) -> tuple[ModelShape, dict]:
+    """(model shape, layers) of a run manifest; ValueError naming the manifest and the bad key."""
+    where = run_dir / "manifest.json"
+    for key in ("model", "layers"):
+        if key not in meta:
+            raise ValueError(f"{where} lacks the key {key!r}")
+        if not isinstance(meta[key], dict):
+            raise ValueError(f"{where}: {key!r} must be a JSON object, got {type(meta[key]).__name__}")
+    try:
+        shape = ModelShape.from_dict(str(meta["model"].get("id", run_dir.name)), meta["model"])
+    except KeyError as exc:
+        raise ValueError(f"{where}: 'model' lacks the key {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: bad 'model' dimensions ({exc})") from None
+    for key, info in meta["layers"].items():
+        if not (isinstance(info, dict) and {"block", "op", "shape"} <= set(info)):
+            raise ValueError(f"{where}: layer {key!r} needs block, op and shape")
+    return shape, meta["layers"]
 
 
 def run_ops(run_dir: str | Path, tokens: int) -> tuple[ModelShape, list[LayerOp]]:
@@ -161,18 +216,8 @@ def run_ops(run_dir: str | Path, tokens: int) -> tuple[ModelShape, list[LayerOp]
     run_dir = Path(run_dir)
     meta = read_manifest(run_dir)
     masks_path = run_dir / "masks.safetensors"
-    if not masks_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: masks.safetensors is missing (not a finished pruning run)")
-    try:
-        shape = ModelShape.from_dict(meta.get("model", {}).get("id", run_dir.name), meta["model"])
-        layers = meta["layers"]
-    except KeyError as exc:
-        raise ValueError(f"{run_dir}/manifest.json lacks the key {exc.args[0]!r}") from None
-    try:
-        with safe_open(str(masks_path), framework="np") as fh:
-            stored = {k: (fh.get_slice(k).get_dtype(), fh.get_slice(k).get_shape()) for k in fh.keys()}
-    except Exception as exc:  # safetensors' own error types for truncated or corrupt files
-        raise ValueError(f"{masks_path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    stored = mask_keys(masks_path)
+    shape, layers = _manifest_layers(run_dir, meta)
     missing = [k for k in layers if k not in stored]
     if missing:
         raise ValueError(f"{masks_path}: no mask for {missing[0]} ({len(missing)} missing)")
