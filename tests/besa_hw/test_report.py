@@ -72,7 +72,7 @@ def test_missing_parts(tmp_path, run):
 
 
 def test_compare_adds_tradeoff(tmp_path, run):
-    compare = pd.DataFrame({"name": ["a", "b"], "ppl": [30.0, 40.0], "speedup_decode": [1.5, 1.6],
+    compare = pd.DataFrame({"run": ["a", "b"], "ppl": [30.0, 40.0], "speedup_decode": [1.5, 1.6],
                             "speedup_prefill": [1.7, 1.8], "achieved_sparsity": [0.5, 0.6]})
     out = build_report(run, tmp_path / "cmp", compare=compare)
     assert (out / "tradeoff.png").is_file()
