@@ -147,21 +147,18 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
     """Build the manifest for ``result`` and write the run folder atomically."""
     import dataclasses
 
-    import torch
-    import transformers
-
-    from besa_hw import __version__
     from besa_hw.models import model_info
+    from besa_hw.provenance import environment
     from pruning.export import build_manifest, write_run
 
+    env = environment()
     manifest = build_manifest(
         model_info=model_info(lm, spec.model_id, spec.gguf_file), method=cfg.method,
         hyperparameters=cfg.hyperparameters(), target_sparsity=cfg.sparsity,
         achieved_sparsity=result.achieved_sparsity, layers=result.layers,
         calibration=None if cfg.method == "magnitude" else dataclasses.asdict(calib) | {"dataset": calib.source},
-        seed=cfg.seed, versions={"besa_hw": __version__, "torch": torch.__version__,
-                                 "transformers": transformers.__version__},
-        wall_seconds=round(wall_seconds, 3))
+        seed=cfg.seed, versions=env["versions"], wall_seconds=round(wall_seconds, 3))
+    manifest.update(command=env["command"], git_commit=env["git_commit"])
     if manifest["calibration"] is not None:
         manifest["calibration"] = {k: manifest["calibration"][k] for k in ("dataset", "nsamples", "seqlen", "seed")}
 

@@ -131,6 +131,7 @@ def speedup_by_op(layers_by_phase: Mapping[str, pd.DataFrame], path: str | Path)
     ax_op.set_xlabel("op type (Linear layer)")
     ax_op.set_title("Speedup per op type (sum over blocks)")
     ax_blk.set_xlabel("transformer block")
+    ax_blk.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_blk.set_title("Speedup per block (dashed: end-to-end)")
     for ax in (ax_op, ax_blk):
         ax.set_ylabel("speedup vs dense (×, dense / sparse cycles)")
