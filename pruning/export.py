@@ -21,6 +21,13 @@ MANIFEST = "manifest.json"
 MASKS = "masks.safetensors"
 MODEL_DIR = "model"
 EMPTY_PERPLEXITY = {"dense": None, "pruned": None, "data": None, "seqlen": None, "windows": None}
+FOLDER_MODE, FILE_MODE = 0o755, 0o644  # before the umask, like mkdir and open would give
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -44,11 +51,22 @@ def write_run(out_dir: str | Path, masks: dict[str, torch.Tensor], manifest: dic
         if save_model is not None:
             save_model(tmp / MODEL_DIR)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _normal_permissions(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _normal_permissions(root: Path) -> None:
+    """Folders 0755 and files 0644 (less the umask): mkdtemp makes the folder private (0700) and
+    safetensors writes its files 0600, but a run folder is meant to be shared."""
+    mask = _umask()
+    os.chmod(root, FOLDER_MODE & ~mask)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (FOLDER_MODE if path.is_dir() else FILE_MODE) & ~mask)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
@@ -84,6 +102,7 @@ def update_manifest(run_dir: str | Path, updates: dict) -> dict:
     manifest.update(updates)
     path = Path(run_dir) / MANIFEST
     fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=run_dir)
+    os.fchmod(fd, FILE_MODE & ~_umask())  # mkstemp makes it private (0600)
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, path)
