@@ -4,7 +4,7 @@ import pytest
 
 from besa_hw.compare import candidates_from_profiles, candidates_from_runs, compare
 from simulator import load_hardware
-from simulator.synthetic import AllocationProfile
+from simulator.synthetic import AllocationProfile, load_profile
 from simulator.workload import OP_NAMES, ModelShape
 
 from conftest import TINY, write_fake_run
@@ -43,8 +43,19 @@ def test_compare_profiles_on_a_shape(tmp_path):
     even.write_text(json.dumps({op: 0.5 for op in OP_NAMES}))
     skew.write_text(json.dumps({"q_proj": 0.2, "k_proj": 0.2, "v_proj": 0.2, "o_proj": 0.2,
                                 "gate_proj": 0.8, "up_proj": 0.8, "down_proj": 0.3}))
-    cands = candidates_from_profiles("smollm2-135m", [str(even), str(skew)], AllocationProfile(), {"decode": 1}, blocks=2)
+    empty = tmp_path / "uniform.json"
+    empty.write_text("{}")  # no layer listed: every layer at the default sparsity
+    cands = candidates_from_profiles("smollm2-135m", [str(even), str(skew), str(empty)],
+                                     AllocationProfile(0.4), {"decode": 1}, blocks=2)
     table, alloc, _ = compare(cands, load_hardware())
-    assert list(table.run) == ["even", "skew"] and table.ppl.isna().all()
+    assert list(table.run) == ["even", "skew", "uniform"] and table.ppl.isna().all()
     skew_alloc = alloc[alloc.run == "skew"].set_index("op").sparsity
     assert skew_alloc["gate_proj"].mean() == pytest.approx(0.8, abs=0.01)
+    assert alloc[alloc.run == "uniform"].sparsity.to_numpy() == pytest.approx(0.4, abs=0.01)
+
+
+def test_profile_must_be_an_object(tmp_path):
+    bad = tmp_path / "list.json"
+    bad.write_text("[0.5]")
+    with pytest.raises(ValueError, match="expected a JSON object .* got a list"):
+        load_profile(str(bad))
