@@ -92,6 +92,7 @@ def latency_per_layer(layers_by_phase: Mapping[str, pd.DataFrame], path: str | P
         both = pd.concat([dense, sparse])
         if both.min() > 0 and both.max() / both.min() > 30:
             ax.set_yscale("log")
+        plain_ticks(ax)  # linear axes only
         _mark_blocks(ax, df)
         tokens = int(df.tokens.iloc[0]) if "tokens" in df else None
         ax.set_title(f"{phase}" + (f" ({tokens} token{'s' * (tokens != 1)})" if tokens else "")

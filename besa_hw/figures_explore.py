@@ -58,6 +58,7 @@ def _shade_memory_bound(ax: plt.Axes, pos: np.ndarray, fraction: np.ndarray, log
     for i, f in enumerate(fraction):
         if f >= 0.5:
             ax.axvspan(edges[i], edges[i + 1], color="tab:red", alpha=0.08, lw=0)
+    ax.set_xlim(edges[0], edges[-1])  # half a cell on both sides, shaded or not
 
 
 def _line_groups(points: pd.DataFrame, param: str, params: list[str]) -> list[tuple[str, pd.DataFrame]]:
