@@ -6,7 +6,11 @@ import pandas as pd
 import pytest
 
 from besa_hw import figures, figures_explore
+from besa_hw.runjob import simulate_run
 from besa_hw.scales import color_limits, spread_note
+from simulator import load_hardware
+
+from conftest import write_fake_run
 
 
 @pytest.fixture
@@ -94,15 +98,10 @@ def test_roofline_sides_match_bound(drawn, tmp_path):
 
 
 def test_roofline_of_a_simulated_run_matches_layers_csv(tmp_path):
-    from besa_hw.runjob import simulate_run
-    from simulator import load_hardware
-
-    from conftest import write_fake_run
-
     run = write_fake_run(tmp_path / "run")
     hw = load_hardware()
-    layers = pd.concat(simulate_run(run, hw, {"decode": 1, "prefill": 64}) and
-                       [pd.read_csv(run / "sim" / p / "layers.csv") for p in ("decode", "prefill")])
+    simulate_run(run, hw, {"decode": 1, "prefill": 64})
+    layers = pd.concat([pd.read_csv(run / "sim" / p / "layers.csv") for p in ("decode", "prefill")])
     hw_dict = {"pe_rows": hw.pe_rows, "pe_cols": hw.pe_cols, "dram_gbps": hw.dram_gbps, "freq_mhz": hw.freq_mhz}
     x, _ = figures.roofline_points(layers, hw_dict)
     ridge = hw.num_pes / hw.dram_bytes_per_cycle
