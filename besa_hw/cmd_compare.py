@@ -7,7 +7,7 @@ from pathlib import Path
 
 from besa_hw.cmd_simulate import add_hardware_args, add_phase_args, hardware, phase_tokens
 
-SHOWN = ["name", "method", "ppl", "achieved_sparsity", "speedup_decode", "speedup_prefill",
+SHOWN = ["run", "method", "ppl", "achieved_sparsity", "speedup_decode", "speedup_prefill",
          "load_imbalance_decode", "energy_saving_decode"]
 
 

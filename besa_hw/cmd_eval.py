@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--run", help="run folder written by `besa-hw prune` (its manifest gets the result)")
     src.add_argument("--model", help="HF folder, hub id, .gguf file or smollm2-135m")
     p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
-    p.add_argument("--data", required=True, help="evaluation text: FILE | wikitext2 | c4 | pydoc")
+    p.add_argument("--data", required=True,
+                   help="evaluation text: FILE | wikitext2 | c4 | pydoc; only its held-out part is used (the last "
+                        "25%% of FILE or pydoc, the test split of wikitext2, a validation shard of c4)")
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--max-windows", type=int, default=40, help="bound on windows (CPU time); 0 = all")
     p.add_argument("--dense", action="store_true", help="with --run: also evaluate the unpruned model")
@@ -77,7 +79,7 @@ def apply_masks(lm, masks: dict) -> None:
 def handle(args: argparse.Namespace) -> int:
     from besa_hw.models import check_context, load_model, resolve_device, resolve_model
     from besa_hw.runjob import EvalConfig, check_run, evaluate_run
-    from pruning.calibration import check_source, load_text, tokenize
+    from pruning.calibration import check_source, describe_split, load_text, tokenize
     from pruning.eval import perplexity
 
     if args.seqlen < 2:
@@ -95,7 +97,8 @@ def handle(args: argparse.Namespace) -> int:
         check_context(resolve_model(args.model, args.gguf_file), seqlen=args.seqlen)
         lm, tok, _ = load_model(args.model, args.gguf_file, device=device)
         check_context(lm, seqlen=args.seqlen)
-        ppl = perplexity(lm, tokenize(tok, load_text(args.data)), args.seqlen, windows, progress=True)
+        ppl = perplexity(lm, tokenize(tok, load_text(args.data, "evaluation")), args.seqlen, windows, progress=True)
+        print(f"evaluated on {args.data}: {describe_split(args.data, 'evaluation')['split']}")
         print(f"perplexity: {ppl:.4f}")
         return 0
     ppl = evaluate_run(args.run, EvalConfig(args.data, args.seqlen, windows), device, dense=args.dense,

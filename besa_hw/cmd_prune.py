@@ -38,7 +38,9 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
                    help="BESA: rebuild kept weights with SparseGPT's OBS update after learning the allocation")
     g.add_argument("--nm", help="N:M pattern, e.g. 2:4 (keep N of every M)")
     g.add_argument("--profile", help="per-layer sparsity JSON {module_path: sparsity} or a run manifest.json")
-    g.add_argument("--calib", default="pydoc", help="pydoc | FILE | wikitext2 | c4 (default pydoc)")
+    g.add_argument("--calib", default="pydoc",
+                   help="pydoc | FILE | wikitext2 | c4 (default pydoc); segments come from the first 75%% of "
+                        "pydoc or FILE (the last 25%% is held out for evaluation), the train split of wikitext2")
     g.add_argument("--nsamples", type=int, default=nsamples, help=f"calibration segments (default {nsamples})")
     g.add_argument("--seqlen", type=int, default=seqlen, help=f"tokens per segment (default {seqlen})")
     g.add_argument("--epochs", type=int, help="BESA epochs (default 1)")
@@ -164,23 +166,22 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
     """Build the manifest for ``result`` and write the run folder atomically."""
     import dataclasses
 
-    import torch
-    import transformers
-
-    from besa_hw import __version__
     from besa_hw.models import model_info
+    from besa_hw.provenance import environment
+    from pruning.calibration import describe_split
     from pruning.export import build_manifest, write_run
 
+    env = environment()
     manifest = build_manifest(
         model_info=model_info(lm, spec.model_id, spec.gguf_file), method=cfg.method,
         hyperparameters=cfg.hyperparameters(), target_sparsity=cfg.sparsity,
         achieved_sparsity=result.achieved_sparsity, layers=result.layers,
         calibration=None if cfg.method == "magnitude" else dataclasses.asdict(calib) | {"dataset": calib.source},
-        seed=cfg.seed, versions={"besa_hw": __version__, "torch": torch.__version__,
-                                 "transformers": transformers.__version__},
-        wall_seconds=round(wall_seconds, 3))
+        seed=cfg.seed, versions=env["versions"], wall_seconds=round(wall_seconds, 3))
+    manifest.update(command=env["command"], git_commit=env["git_commit"])
     if manifest["calibration"] is not None:
-        manifest["calibration"] = {k: manifest["calibration"][k] for k in ("dataset", "nsamples", "seqlen", "seed")}
+        manifest["calibration"] = {**{k: manifest["calibration"][k] for k in ("dataset", "nsamples", "seqlen", "seed")},
+                                   **describe_split(calib.source, "calibration")}
 
     def saver(path: Path) -> None:
         lm.save_pretrained(path, safe_serialization=True)

@@ -7,6 +7,7 @@ dense and sparse on the same hardware (decode and prefill) -> RUN_DIR/report/.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -14,13 +15,19 @@ from pathlib import Path
 from besa_hw.cmd_prune import add_prune_args
 from besa_hw.cmd_simulate import add_hardware_args, add_phase_args, hardware, phase_tokens
 
+logger = logging.getLogger(__name__)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="prune -> evaluate -> simulate -> report (the main job)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_prune_args(p, method_default="besa", nsamples=16, seqlen=256)
     ev = p.add_argument_group("evaluation")
-    ev.add_argument("--eval-data", default="pydoc", help="text for perplexity: FILE | pydoc | wikitext2 | c4")
+    ev.add_argument("--eval-data", default="pydoc",
+                    help="text for perplexity: FILE | pydoc | wikitext2 | c4 (default pydoc); only its held-out "
+                         "part is used: the last 25%% of pydoc or FILE (calibration draws from the first 75%%, "
+                         "so the same text for both never overlaps), the test split of wikitext2, a validation "
+                         "shard of c4. Evaluation text that overlaps the calibration text is refused")
     ev.add_argument("--eval-seqlen", type=int, default=512)
     ev.add_argument("--eval-windows", type=int, default=16, help="number of windows (bounds CPU time)")
     ev.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
@@ -38,9 +45,9 @@ def _validate(args: argparse.Namespace):
     """Check every input before any heavy work; returns what the run needs."""
     from besa_hw.cmd_prune import build_configs
     from besa_hw.models import check_context, resolve_device, resolve_model
-    from besa_hw.runjob import EvalConfig, check_run, is_finished_run
-    from pruning.calibration import check_source
     from besa_hw.outdir import check_out_dir
+    from besa_hw.runjob import EvalConfig, check_run, is_finished_run
+    from pruning.calibration import check_disjoint, check_source
 
     hw, phases = hardware(args), phase_tokens(args)
     cfg, calib = build_configs(args)
@@ -58,6 +65,8 @@ def _validate(args: argparse.Namespace):
             check_source(calib.source)
     if ev.enabled:
         check_source(ev.data, "evaluation text")
+        if not reuse and cfg.method != "magnitude":  # a reused run is checked against its manifest
+            logger.info("calibration vs evaluation text: %s", check_disjoint(calib.source, ev.data))
     return hw, phases, cfg, calib, ev, out, reuse, device
 
 

@@ -48,9 +48,12 @@ def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -
     p.add_argument("--profile", metavar="FILE.json", help="synthetic masks: per-layer sparsities "
                    "({module_path_or_op: s}, or a run's manifest.json)")
     p.add_argument("--row-dist", choices=("none", "uniform", "normal"), default="none",
-                   help="synthetic masks: per-row sparsity distribution around the layer's")
-    p.add_argument("--row-spread", type=float, default=0.0,
-                   help="synthetic masks: half-width (uniform) or std (normal) of per-row sparsity")
+                   help="synthetic masks: how the sparsity of each weight row varies around the layer's "
+                        "sparsity: none (every row the same; the default), uniform (each row within "
+                        "+/- S of it) or normal (standard deviation S), with S set by --row-spread")
+    p.add_argument("--row-spread", type=float, default=0.0, metavar="S",
+                   help="synthetic masks: half-width (uniform) or standard deviation (normal) of the "
+                        "per-row sparsity, e.g. 0.08 (default 0)")
     p.add_argument("--seed", type=int, default=0, help="synthetic masks: random seed")
     p.add_argument("--phase", choices=("decode", "prefill"), default="decode",
                    help="decode: --tokens defaults to 1; prefill: to 2048")
@@ -60,7 +63,7 @@ def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate a model's Linear layers on the sparse accelerator",
-                       description=__doc__)
+                       description=__doc__.replace("``", ""))
     add_workload_args(p)
     add_hardware_args(p)
     p.add_argument("--out", metavar="DIR",

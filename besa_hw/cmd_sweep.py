@@ -14,7 +14,7 @@ MAX_WORKERS = 1024  # processes; more only costs memory
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="simulate a grid of hardware configurations",
                        description="Simulate a workload at every point of a grid of HardwareConfig fields "
-                                   "and plot speedup against each parameter.")
+                                   "and plot speedup, latency and energy against each parameter.")
     add_workload_args(p)
     add_hardware_args(p)
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 def sweep_figures(totals, params: list[str], out: Path) -> list[Path]:
     from besa_hw import figures_explore as figures
 
-    paths = [figures.sweep_lines(totals, params, out / "speedup_vs_params.png")]
+    paths = [figures.sweep_lines(totals, params, out / "sweep_vs_params.png")]
     if len(params) == 2:
-        paths.append(figures.sweep_heatmap(totals, params[0], params[1], out / "speedup_heatmap.png"))
+        paths.append(figures.sweep_heatmap(totals, params[0], params[1], out / "sweep_heatmap.png"))
     return paths

@@ -74,22 +74,27 @@ def candidates_from_profiles(shape: str, profiles: Sequence[str], base: Allocati
 
 def compare(cands: Sequence[Candidate], hw: HardwareConfig, compute_only: bool = False,
             progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(one row per candidate, per-layer allocations, all simulated layers)."""
+    """(one row per candidate, per-layer allocations, all simulated layers).
+
+    ``run`` labels the candidate in all three tables; in the layers table ``name`` stays the
+    module path, as in a run's layers.csv.
+    """
     if len(cands) < 1:
         raise ValueError("nothing to compare")
     if len({c.name for c in cands}) != len(cands):
         raise ValueError("compared runs need distinct names (use --names)")
     rows, layers_all = [], []
     for cand in cands:
-        row = {"name": cand.name, "method": cand.method, "ppl": cand.ppl, "dense_ppl": cand.dense_ppl}
+        row = {"run": cand.name, "method": cand.method, "ppl": cand.ppl, "dense_ppl": cand.dense_ppl}
         for phase, spec in cand.specs.items():
             layers, summary = simulate(build_ops(spec), hw, compute_only, progress, desc=f"{cand.name} {phase}")
-            layers_all.append(layers.assign(name=cand.name, phase=phase))
+            layers.insert(0, "run", cand.name)
+            layers_all.append(layers.assign(phase=phase))
             row.update(_phase_metrics(phase, layers, summary))
         rows.append(row)
     layers = pd.concat(layers_all, ignore_index=True)
     first = layers[layers.phase == layers.phase.iloc[0]]
-    alloc = first[["name", "block", "op", "sparsity"]].reset_index(drop=True)
+    alloc = first[["run", "block", "op", "sparsity"]].reset_index(drop=True)
     return pd.DataFrame(rows), alloc, layers
 
 

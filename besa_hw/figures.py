@@ -20,10 +20,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from besa_hw.scales import plain_ticks, ratio_axis  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 __all__ = ["OP_ORDER", "latency_per_layer", "speedup_by_op", "allocation_heatmap",
-           "row_sparsity_distribution", "time_breakdown", "roofline", "energy_by_op"]
+           "row_sparsity_distribution", "time_breakdown", "roofline", "roofline_points", "energy_by_op"]
 
 OP_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 OP_COLORS = dict(zip(OP_ORDER, plt.get_cmap("tab10").colors))
@@ -90,6 +92,7 @@ def latency_per_layer(layers_by_phase: Mapping[str, pd.DataFrame], path: str | P
         both = pd.concat([dense, sparse])
         if both.min() > 0 and both.max() / both.min() > 30:
             ax.set_yscale("log")
+        plain_ticks(ax)  # linear axes only
         _mark_blocks(ax, df)
         tokens = int(df.tokens.iloc[0]) if "tokens" in df else None
         ax.set_title(f"{phase}" + (f" ({tokens} token{'s' * (tokens != 1)})" if tokens else "")
@@ -112,7 +115,7 @@ def speedup_by_op(layers_by_phase: Mapping[str, pd.DataFrame], path: str | Path)
     fig, (ax_op, ax_blk) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True,
                                         gridspec_kw={"width_ratios": [1.1, 1]})
     ops = ops_in(pd.concat(list(layers_by_phase.values())))
-    width = 0.8 / len(layers_by_phase)
+    width, shown = 0.8 / len(layers_by_phase), []
     for i, (phase, df) in enumerate(layers_by_phase.items()):
         color = phase_color(phase, i)
         total = df.dense_cycles.sum() / max(df.sparse_cycles.sum(), 1)
@@ -121,6 +124,7 @@ def speedup_by_op(layers_by_phase: Mapping[str, pd.DataFrame], path: str | Path)
         bars = ax_op.bar(x, per_op, width, color=color, label=f"{phase} per op type")
         ax_op.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
         per_block = _speedup(df, "block").sort_index()
+        shown += [per_op.to_numpy(), per_block.to_numpy()]
         ax_blk.plot(per_block.index, per_block, marker=".", color=color, label=f"{phase} per block")
         for ax in (ax_op, ax_blk):
             ax.axhline(total, color=color, ls="--", lw=1.2, label=f"{phase} end-to-end {total:.2f}×")
@@ -128,11 +132,11 @@ def speedup_by_op(layers_by_phase: Mapping[str, pd.DataFrame], path: str | Path)
     ax_op.set_xlabel("op type (Linear layer)")
     ax_op.set_title("Speedup per op type (sum over blocks)")
     ax_blk.set_xlabel("transformer block")
+    ax_blk.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_blk.set_title("Speedup per block (dashed: end-to-end)")
     for ax in (ax_op, ax_blk):
         ax.set_ylabel("speedup vs dense (×, dense / sparse cycles)")
-        ax.axhline(1.0, color="0.6", lw=0.8)
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom for the legend
+        ratio_axis(ax, np.concatenate(shown), zero=True, headroom=0.35)  # headroom for the legend
         ax.legend(fontsize=8, loc="upper center", ncol=2)
     return save(fig, path)
 
@@ -222,18 +226,42 @@ def time_breakdown(layers: pd.DataFrame, path: str | Path, phase: str = "") -> P
     return save(fig, path)
 
 
-def roofline(layers: pd.DataFrame | Mapping[str, pd.DataFrame], hw: Mapping, path: str | Path) -> Path:
-    """Each op on the roofline of ``hw``: intensity (MAC/byte of DRAM) vs attained MAC/cycle."""
-    by_phase = {"": layers} if isinstance(layers, pd.DataFrame) else dict(layers)
-    peak = float(hw["pe_rows"] * hw["pe_cols"])
-    bpc = hw["dram_gbps"] * 1e9 / (hw["freq_mhz"] * 1e6)  # DRAM bytes per cycle
+def roofline_points(df: pd.DataFrame, hw: Mapping) -> tuple[pd.Series, pd.Series]:
+    """(x, y) of each op of a layers table on the roofline of ``hw``, consistent with its ``bound``.
+
+    x is the op's compute time per DRAM byte in MACs of the full array,
+    ``peak x compute_cycles / DRAM bytes``, computed as ``ridge x compute_cycles / memory_cycles``
+    (the DRAM channel moves ``bytes per cycle``): for a dense op at full utilisation it is the
+    arithmetic intensity (MAC/B); for a sparse op it also counts the engines' index and
+    load-imbalance cycles. So x < ridge exactly when memory_cycles > compute_cycles, the
+    simulator's ``bound == "memory"``. y is the attained useful MAC/cycle.
+    """
+    peak, bpc = _peak_and_bandwidth(hw)
     ridge = peak / bpc
-    fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
-    xs = []
+    macs = df.utilization * peak * df.sparse_cycles
+    memory = df.memory_cycles.astype(float)
+    # Compute-only simulations move no data in time (memory_cycles 0): every op is compute-bound.
+    unmodelled = np.maximum(ridge, peak * df.compute_cycles / df.dram_bytes.clip(lower=1))
+    x = (ridge * df.compute_cycles / memory.where(memory > 0)).fillna(unmodelled)
+    return x, macs / df.sparse_cycles.clip(lower=1)
+
+
+def _peak_and_bandwidth(hw: Mapping) -> tuple[float, float]:
+    """(peak MAC/cycle of the whole array, DRAM bytes per cycle)."""
+    return float(hw["pe_rows"] * hw["pe_cols"]), hw["dram_gbps"] * 1e9 / (hw["freq_mhz"] * 1e6)
+
+
+def roofline(layers: pd.DataFrame | Mapping[str, pd.DataFrame], hw: Mapping, path: str | Path) -> Path:
+    """Each op on the roofline of ``hw``; left of the ridge = memory-bound as in layers.csv's ``bound``."""
+    by_phase = {"": layers} if isinstance(layers, pd.DataFrame) else dict(layers)
+    peak, bpc = _peak_and_bandwidth(hw)
+    ridge = peak / bpc
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), constrained_layout=True)
+    xs, counts = [], []
     for phase, df in by_phase.items():
-        macs = df.utilization * peak * df.sparse_cycles
-        x, y = macs / df.dram_bytes.clip(lower=1), macs / df.sparse_cycles.clip(lower=1)
+        x, y = roofline_points(df, hw)
         xs.append(x)
+        counts.append(f"{phase + ' ' if phase else ''}{int(df.bound.eq('memory').sum())}/{len(df)}")
         if phase:
             ax.annotate(phase, (x.median(), y.median()), xytext=(6, -14), textcoords="offset points",
                         fontsize=8, color="0.3")
@@ -246,15 +274,17 @@ def roofline(layers: pd.DataFrame | Mapping[str, pd.DataFrame], hw: Mapping, pat
     ax.annotate(f"ridge point: {ridge:.1f} MAC/B", (ridge, peak), xytext=(-8, 8), ha="right",
                 textcoords="offset points", fontsize=8)
     ax.axvspan(grid[0], ridge, color="tab:red", alpha=0.05, lw=0)
-    ax.text(0.02, 0.97, "memory-bound", transform=ax.transAxes, fontsize=8, color="tab:red", va="top")
+    ax.text(0.02, 0.97, "memory-bound\n(DRAM time > compute time)", transform=ax.transAxes, fontsize=8,
+            color="tab:red", va="top")
     ax.text(0.98, 0.97, "compute-bound", transform=ax.transAxes, fontsize=8, ha="right", va="top")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(min(grid[0] * bpc, peak) / 2, peak * 3)
-    ax.set_xlabel("arithmetic intensity (MAC per DRAM byte)")
-    ax.set_ylabel("attained performance (MAC/cycle)")
+    ax.set_xlabel("compute time per DRAM byte, in MACs of the full array\n"
+                  "(= arithmetic intensity, MAC/B, for a dense op at full utilisation)")
+    ax.set_ylabel("attained performance (useful MAC/cycle)")
     ax.set_title(f"Roofline of {hw.get('name', 'the accelerator')}: {peak:.0f} MAC/cycle peak, "
-                 f"{bpc:.1f} B/cycle DRAM")
+                 f"{bpc:.1f} B/cycle DRAM\nmemory-bound ops: {', '.join(counts)}", fontsize=10)
     handles = [Line2D([], [], ls="", marker="o", color=c, label=op.replace("_proj", ""))
                for op, c in OP_COLORS.items() if any(op in set(d.op) for d in by_phase.values())]
     handles += [Line2D([], [], ls="", marker=PHASE_MARKERS.get(p, "o"), color="0.4", mfc="none", label=p)

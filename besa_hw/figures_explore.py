@@ -15,15 +15,28 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from besa_hw.figures import OP_ORDER, PHASE_MARKERS, ops_in, ordered, phase_color, save
+from besa_hw.scales import color_limits, plain_ticks, ratio_axis, spread_note
 
 log = logging.getLogger(__name__)
 
-__all__ = ["sweep_lines", "sweep_heatmap", "tradeoff", "allocation_overlay"]
+__all__ = ["SWEEP_METRICS", "sweep_metrics", "sweep_lines", "sweep_heatmap", "tradeoff", "allocation_overlay"]
 
 SPEEDUP_LABEL = "end-to-end speedup vs dense (×)"
 MEMORY_BOUND = "memory-bound (≥ 50% of ops)"
 OP_MARKERS = dict(zip(OP_ORDER, "o^vsDPX"))
 LINESTYLES = ("-", "--", ":", "-.")
+RATIO_METRICS = ("speedup", "energy_saving")
+# Rows of a sweep figure: metric -> (axis label, title, column of the dense model on the same point).
+SWEEP_METRICS = {"speedup": (SPEEDUP_LABEL, "speedup", None),
+                 "latency_us": ("end-to-end latency (µs, lower is better)", "latency", "dense_latency_us"),
+                 "energy_uj": ("energy (µJ, lower is better)", "energy", "dense_energy_uj")}
+
+
+def sweep_metrics(points: pd.DataFrame) -> pd.DataFrame:
+    """``points.csv`` plus latency (µs) and energy (µJ) of the dense model on each point."""
+    dense_latency = points.latency_us * points.dense_cycles / points.sparse_cycles.clip(lower=1)
+    return points.assign(dense_latency_us=dense_latency, energy_uj=points.energy_pj / 1e6,
+                         dense_energy_uj=points.dense_energy_pj / 1e6)
 
 
 def _axis_values(values: pd.Series) -> tuple[np.ndarray, list, bool]:
@@ -45,6 +58,7 @@ def _shade_memory_bound(ax: plt.Axes, pos: np.ndarray, fraction: np.ndarray, log
     for i, f in enumerate(fraction):
         if f >= 0.5:
             ax.axvspan(edges[i], edges[i + 1], color="tab:red", alpha=0.08, lw=0)
+    ax.set_xlim(edges[0], edges[-1])  # half a cell on both sides, shaded or not
 
 
 def _line_groups(points: pd.DataFrame, param: str, params: list[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -52,24 +66,45 @@ def _line_groups(points: pd.DataFrame, param: str, params: list[str]) -> list[tu
     others = [p for p in params if p != param]
     if len(others) == 1 and points[others[0]].nunique() <= 6:
         return [(f"{others[0]}={v}", g) for v, g in points.groupby(others[0], sort=True)]
-    return [("mean over " + ", ".join(others) if others else "speedup", points)]
+    return [("mean over " + ", ".join(others) if others else "sweep", points)]
+
+
+def _value_axis(ax: plt.Axes, metric: str, values: np.ndarray) -> None:
+    """Ratios: an honest ratio axis (1.0× included). Absolute values: from 0, or log when they span 30×."""
+    if metric in RATIO_METRICS:
+        ratio_axis(ax, values)
+        return
+    v = values[np.isfinite(values)]
+    if len(v) and v.min() > 0 and v.max() / v.min() > 30:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, (v.max() if len(v) else 1.0) * 1.1)
+        plain_ticks(ax)
 
 
 def _sweep_panel(ax: plt.Axes, points: pd.DataFrame, param: str, params: list[str], metric: str) -> None:
+    """``metric`` vs ``param``: one line per group, hollow markers where most ops are memory-bound,
+    dashed: the dense model on the same hardware."""
     pos, uniq, log_axis = _axis_values(points[param])
     where = dict(zip(uniq, pos))
-    groups = _line_groups(points, param, params)
-    for i, (label, g) in enumerate(groups):
-        agg = g.groupby(param)[[metric, "memory_bound_fraction"]].mean().reindex(uniq).dropna()
-        x = agg.index.map(where).to_numpy(float)
-        color = f"C{i}"
-        ax.plot(x, agg[metric], "-", color=color, label=label)
+    label, title, dense_col = SWEEP_METRICS.get(metric, (metric, metric, None))
+    groups, shown = _line_groups(points, param, params), []
+    for i, (name, g) in enumerate(groups):
+        cols = [metric, "memory_bound_fraction"] + ([dense_col] if dense_col else [])
+        agg = g.groupby(param)[cols].mean().reindex(uniq).dropna()
+        x, y, color = agg.index.map(where).to_numpy(float), agg[metric], f"C{i}"
+        ax.plot(x, y, "-", color=color, label=name)
         mem = agg.memory_bound_fraction.to_numpy() >= 0.5
-        ax.plot(x[~mem], agg[metric][~mem], "o", color=color)
-        ax.plot(x[mem], agg[metric][mem], "o", mfc="white", color=color)
-        if label.startswith("mean") and len(g) > len(agg):  # spread of the other parameters
+        ax.plot(x[~mem], y[~mem], "o", color=color)
+        ax.plot(x[mem], y[mem], "o", mfc="white", color=color)
+        shown.append(y.to_numpy())
+        if dense_col:
+            ax.plot(x, agg[dense_col], "--", color=color, lw=1, alpha=0.7)
+            shown.append(agg[dense_col].to_numpy())
+        if name.startswith("mean") and len(g) > len(agg):  # spread of the other parameters
             spread = g.groupby(param)[metric].agg(["min", "max"]).reindex(agg.index)
             ax.fill_between(x, spread["min"], spread["max"], color=color, alpha=0.15, lw=0)
+            shown.append(spread.to_numpy().ravel())
     if len(groups) == 1:  # one line: shade its memory-bound stretch (several lines: markers only)
         frac = points.groupby(param).memory_bound_fraction.mean().reindex(uniq).to_numpy()
         _shade_memory_bound(ax, pos, frac, log_axis)
@@ -77,9 +112,11 @@ def _sweep_panel(ax: plt.Axes, points: pd.DataFrame, param: str, params: list[st
         ax.set_xscale("log", base=2)
     ax.set_xticks(pos, [str(v) for v in uniq])
     ax.minorticks_off()
+    _value_axis(ax, metric, np.concatenate(shown))
     ax.set_xlabel(param_label(param))
-    ax.set_ylabel(SPEEDUP_LABEL if metric == "speedup" else metric)
-    ax.set_title(f"speedup vs {param}", fontsize=10)
+    ax.set_ylabel(label)
+    note = spread_note(points[metric], "×" if metric in RATIO_METRICS else "")
+    ax.set_title(f"{title} vs {param}" + (f"\n({note})" if note else ""), fontsize=10)
 
 
 _UNITS = {"_gbps": "GB/s", "_kib": "KiB", "_mhz": "MHz", "_bits": "bits", "_pj": "pJ", "_pj_per_byte": "pJ/B"}
@@ -93,34 +130,41 @@ def param_label(field: str) -> str:
     return field
 
 
-def sweep_lines(points: pd.DataFrame, params: list[str], path: str | Path, metric: str = "speedup") -> Path:
-    """End-to-end speedup vs each swept parameter; hollow markers / shading: memory-bound points."""
-    ncols = min(3, len(params))
-    nrows = int(np.ceil(len(params) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False,
-                             constrained_layout=True)
-    for ax, param in zip(axes.flat, params):
-        _sweep_panel(ax, points, param, params, metric)
-        handles, _ = ax.get_legend_handles_labels()
+def sweep_lines(points: pd.DataFrame, params: list[str], path: str | Path,
+                metrics: tuple[str, ...] = tuple(SWEEP_METRICS)) -> Path:
+    """Speedup, latency and energy (rows) vs each swept parameter (columns).
+
+    A bigger array can lower the speedup while cutting the latency 3×: the latency row shows it.
+    Hollow markers / shading: memory-bound points; dashed: the dense model on the same point.
+    """
+    data = sweep_metrics(points)
+    fig, axes = plt.subplots(len(metrics), len(params), figsize=(4.8 * len(params) + 0.6, 3.2 * len(metrics) + 1),
+                             squeeze=False, constrained_layout=True)
+    for col, param in enumerate(params):
+        for row, metric in enumerate(metrics):
+            _sweep_panel(axes[row, col], data, param, params, metric)
+        handles, _ = axes[-1, col].get_legend_handles_labels()
         handles += [Line2D([], [], ls="", marker="o", color="0.3", label="compute-bound"),
                     Line2D([], [], ls="", marker="o", color="0.3", mfc="white", label=MEMORY_BOUND)]
-        if len(handles) == 3:  # a single line: its memory-bound stretch is shaded
+        if any(SWEEP_METRICS.get(m, (0, 0, None))[2] for m in metrics):
+            handles.append(Line2D([], [], ls="--", color="0.3", label="dense, same hardware"))
+        if len(_line_groups(data, param, params)) == 1:  # a single line: its memory-bound stretch is shaded
             handles.append(Patch(color="tab:red", alpha=0.15, label="memory-bound region"))
-        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-    for ax in list(axes.flat)[len(params):]:
-        ax.set_visible(False)
-    fig.suptitle(f"Hardware sweep: {len(points)} points")
+        axes[-1, col].legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.suptitle(f"Hardware sweep: {len(points)} points; lower latency and energy are better")
     return save(fig, path)
 
 
-def sweep_heatmap(points: pd.DataFrame, x: str, y: str, path: str | Path, metric: str = "speedup") -> Path:
-    """Speedup over a two-parameter grid, cells annotated, memory-bound cells hatched."""
+def _heatmap_panel(fig: plt.Figure, ax: plt.Axes, points: pd.DataFrame, x: str, y: str, metric: str) -> None:
     grid = points.pivot_table(index=y, columns=x, values=metric, aggfunc="mean").sort_index().sort_index(axis=1)
     frac = points.pivot_table(index=y, columns=x, values="memory_bound_fraction",
                               aggfunc="mean").reindex_like(grid)
-    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3.2, 0.6 * grid.shape[0] + 2.2),
-                           constrained_layout=True)
-    im = ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis")
+    ratio = metric in RATIO_METRICS
+    top = np.nanmax(np.abs(grid.values))
+    digits = 2 if ratio or top < 10 else 1 if top < 100 else 0  # one format for every cell
+    vmin, vmax = color_limits(grid.values, ratio)  # values within 1%: a flat colour scale
+    im = ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis" if ratio else "viridis_r",
+                   vmin=vmin, vmax=vmax)
     for (r, c), v in np.ndenumerate(grid.values):
         if np.isnan(v):
             continue
@@ -128,19 +172,36 @@ def sweep_heatmap(points: pd.DataFrame, x: str, y: str, path: str | Path, metric
         if hatched:
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="//",
                                    edgecolor="tab:red", lw=0))
-        light = hatched or im.norm(v) >= 0.6  # black text on bright cells and on its own white box
-        ax.text(c, r, f"{v:.2f}×", ha="center", va="center", fontsize=8, color="k" if light else "w",
-                zorder=3, bbox=dict(boxstyle="round", fc="w", ec="none", alpha=0.85) if hatched else None)
+        bright = im.norm(v) if ratio else 1 - im.norm(v)  # viridis_r: low values are bright
+        light = hatched or bright >= 0.6  # black text on bright cells and on its own white box
+        ax.text(c, r, f"{v:,.{digits}f}" + ("×" if ratio else ""), ha="center", va="center", fontsize=8,
+                color="k" if light else "w", zorder=3,
+                bbox=dict(boxstyle="round", fc="w", ec="none", alpha=0.85) if hatched else None)
     ax.set_xticks(np.arange(grid.shape[1]), [str(v) for v in grid.columns])
     ax.set_yticks(np.arange(grid.shape[0]), [str(v) for v in grid.index])
     ax.set_xlabel(param_label(x))
     ax.set_ylabel(param_label(y))
-    others = [c for c in points.columns if c not in (x, y, metric, "memory_bound_fraction")]
-    ax.set_title(f"End-to-end speedup over {y} × {x}" + (" (mean of other points)" if
-                                                      len(points) > grid.size else ""), fontsize=10)
-    fig.colorbar(im, ax=ax, label=SPEEDUP_LABEL if metric == "speedup" else metric)
-    ax.legend(handles=[Patch(fill=False, hatch="//", edgecolor="tab:red", label=MEMORY_BOUND)],
-              loc="upper left", bbox_to_anchor=(0, -0.12 if others else -0.1), fontsize=8, frameon=False)
+    label, title, _ = SWEEP_METRICS.get(metric, (metric, metric, None))
+    note = spread_note(grid.values, "×" if ratio else "")
+    ax.set_title(title + (f"\n({note}; flat colour scale)" if note else ""), fontsize=10)
+    bar = fig.colorbar(im, ax=ax, label=label)
+    plain_ticks(bar.ax, "y")
+
+
+def sweep_heatmap(points: pd.DataFrame, x: str, y: str, path: str | Path,
+                  metrics: tuple[str, ...] = tuple(SWEEP_METRICS)) -> Path:
+    """Speedup, latency and energy over a two-parameter grid, cells annotated, memory-bound cells hatched."""
+    data = sweep_metrics(points)
+    cells = data.groupby([x, y]).ngroups
+    ncol, nrow = data[x].nunique(), data[y].nunique()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(len(metrics) * (0.9 * ncol + 3.0), 0.6 * nrow + 2.6),
+                             squeeze=False, constrained_layout=True)
+    for ax, metric in zip(axes[0], metrics):
+        _heatmap_panel(fig, ax, data, x, y, metric)
+    mean = " (mean over the other parameters)" if len(points) > cells else ""
+    fig.suptitle(f"Sweep over {y} × {x}{mean}; bright = better")
+    fig.legend(handles=[Patch(fill=False, hatch="//", edgecolor="tab:red", label=MEMORY_BOUND)],
+               loc="outside lower left", fontsize=8, frameon=False)
     return save(fig, path)
 
 
@@ -189,10 +250,12 @@ def tradeoff(compare: pd.DataFrame, path: str | Path) -> Path:
         if with_ppl and y.min() > 0 and y.max() / y.min() > 4:  # one bad run would flatten the rest
             ax.set_yscale("log")
         ax.margins(0.2)
-        _place_labels(ax, [str(n) for n in df.name], list(x), list(y))
+        ratio_axis(ax, df[col], "x" if with_ppl else "y", headroom=0.2)  # 1.0× (dense) in view
+        _place_labels(ax, [str(n) for n in df.run], list(x), list(y))
         ax.set_xlabel(f"{phase}: {SPEEDUP_LABEL}" if with_ppl else "achieved sparsity (fraction pruned)")
         ax.set_ylabel("perplexity (lower is better)" if with_ppl else f"{phase}: {SPEEDUP_LABEL}")
-        ax.set_title(f"{phase}", fontsize=10)
+        note = spread_note(df[col], "×")
+        ax.set_title(f"{phase}" + (f" (speedups {note})" if note else ""), fontsize=10)
         ax.grid(alpha=0.3)
     missing = int(compare.ppl.isna().sum()) if with_ppl else 0
     fig.suptitle("Quality vs simulated speedup" + (f" ({missing} runs without perplexity omitted)"
@@ -205,18 +268,18 @@ def allocation_overlay(alloc: pd.DataFrame, path: str | Path) -> Path:
     """Per-layer sparsity in model order, one line per run (markers: op type); below, means per op type."""
     fig, (ax, ax_op) = plt.subplots(2, 1, figsize=(11, 7), constrained_layout=True,
                                     gridspec_kw={"height_ratios": [1.4, 1]})
-    names = list(dict.fromkeys(alloc.name))
+    names = list(dict.fromkeys(alloc.run))
     ops = ops_in(alloc)
     width = 0.6 / len(names)
     for i, name in enumerate(names):
-        df = ordered(alloc[alloc.name == name])
+        df = ordered(alloc[alloc.run == name])
         ax.plot(np.arange(len(df)), df.sparsity, LINESTYLES[i % 4], lw=0.9, color=f"C{i}", label=name)
         for op, g in df.groupby("op"):
             ax.plot(g.index, g.sparsity, ls="", marker=OP_MARKERS.get(op, "."), ms=3, color=f"C{i}")
         means = df.groupby("op").sparsity.mean().reindex(ops)
         ax_op.plot(np.arange(len(ops)) + (i - (len(names) - 1) / 2) * width, means, "o", ms=6,
                    color=f"C{i}", label=name)
-    first = ordered(alloc[alloc.name == names[0]])
+    first = ordered(alloc[alloc.run == names[0]])
     starts = first.index[first.block.ne(first.block.shift())].to_numpy()
     step = max(1, int(np.ceil(len(starts) / 16)))
     ax.set_xticks(starts[::step], first.block.iloc[starts[::step]].astype(str))

@@ -7,12 +7,10 @@ to Markdown and to HTML.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import json
 import logging
-import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,18 +18,16 @@ import numpy as np
 import pandas as pd
 
 from besa_hw import figures, figures_explore
+from besa_hw.provenance import environment
+from besa_hw.report_render import MISSING, kv_table, markdown_table, to_html, to_markdown
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunData", "load_run", "build_report", "markdown_table"]
+__all__ = ["RunData", "load_run", "build_report", "markdown_table", "speed_table"]
 
 PHASES = ("decode", "prefill")
 SUMMARY_COLUMNS = ["op", "count", "sparsity", "dense_cycles", "sparse_cycles", "speedup", "compute_cycles",
                    "stall_cycles", "memory_cycles", "dram_mb", "dense_energy_uj", "energy_uj", "energy_saving"]
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em}
-th{background:#f2f2f2}td{text-align:right}td:first-child{text-align:left}img{max-width:100%}
-figure{margin:1em 0}figcaption{color:#555;font-size:.9em}code{background:#f4f4f4;padding:0 .2em}"""
 
 
 @dataclass
@@ -50,6 +46,11 @@ class RunData:
     @property
     def masks_path(self) -> Path:
         return self.run_dir / "masks.safetensors"
+
+    @property
+    def shown_dir(self) -> Path:
+        """The run folder as the user named it (the run may be built in a staging copy)."""
+        return Path(self.label) if self.label else self.run_dir
 
 
 def _hardware(sim: Path, phases: list[str]) -> dict:
@@ -92,39 +93,7 @@ def row_sparsity(masks_path: Path, names: list[str]) -> dict[str, np.ndarray]:
         return {n: 1.0 - fh.get_tensor(n).mean(axis=1, dtype=np.float64) for n in names}  # (out,)
 
 
-# --- formatting -----------------------------------------------------------------------------------
-
-def _fmt(v: object) -> str:
-    if isinstance(v, (bool, np.bool_)) or v is None:
-        return str(v)
-    if isinstance(v, (int, np.integer)):
-        return f"{v:,}"
-    if isinstance(v, (float, np.floating)):
-        if np.isnan(v):
-            return "n/a"
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3f}"
-    return str(v)
-
-
-def formatted(df: pd.DataFrame) -> pd.DataFrame:
-    """All cells as display strings (ints with separators, floats to 3 decimals, big floats rounded)."""
-    return pd.DataFrame({c: [_fmt(v) for v in df[c].tolist()] for c in df.columns}, index=df.index)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table (no ``tabulate`` dependency); numeric columns right-aligned."""
-    cells = formatted(df)
-    align = ["---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns]
-    lines = ["| " + " | ".join(str(c) for c in df.columns) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in cells.values]
-    return "\n".join(lines)
-
-
-def kv_table(d: dict, key: str = "field") -> pd.DataFrame:
-    """A two-column table of a dict, values shown as written (nested ones as JSON)."""
-    values = [json.dumps(v) if isinstance(v, (dict, list)) else str(v) for v in d.values()]
-    return pd.DataFrame({key: [str(k) for k in d], "value": values})  # values as written in the JSON
-
+# --- tables --------------------------------------------------------------------------------------
 
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The per-op-type summary with DRAM in MB and energy in µJ (derived from summary.csv)."""
@@ -136,42 +105,102 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 # --- document -------------------------------------------------------------------------------------
 # A document is a list of blocks: ("h", level, text), ("p", text), ("table", df), ("img", file, caption).
 
-def _header(run: RunData) -> list[tuple]:
-    m = run.manifest
-    model = m.get("model") or {}
-    doc: list[tuple] = [("h", 1, f"besa-hw report: {model.get('id', Path(run.label or run.run_dir).name)}"),
-                        ("p", f"Run folder `{run.label or run.run_dir}`"
-                              + (f" (created {m['created']})" if m.get("created") else "")
-                              + f"; report generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.")]
-    totals = ", ".join(f"{p} {s.speedup.iloc[-1]:.3f}×" for p, s in run.summary.items())
-    doc += [("p", f"End-to-end simulated speedup vs dense on {run.hardware.get('name', 'the accelerator')}: "
-                  f"{totals}.")]
-    doc += [("h", 2, "Model"), ("table", kv_table(model))]
-    sparsity = {k: m[k] for k in ("target_sparsity", "achieved_sparsity", "seed", "wall_seconds") if k in m}
-    doc += [("h", 2, f"Method: {m.get('method', 'unknown')}"),
-            ("table", kv_table({**(m.get("hyperparameters") or {}), **sparsity}, "hyper-parameter"))]
-    if m.get("calibration"):
-        doc += [("h", 3, "Calibration"), ("table", kv_table(m["calibration"]))]
-    doc += [("h", 2, "Hardware"), ("table", kv_table(run.hardware))]
-    doc += [("h", 2, "Versions"), ("table", kv_table(m.get("versions") or {}, "package"))
-            if m.get("versions") else ("p", "Versions: not recorded in the manifest.")]
-    return doc
+def _bits(m: dict) -> object:
+    """Quantisation bits when the run records them (manifest or hyper-parameters), else None."""
+    hp = m.get("hyperparameters") or {}
+    return next((src[k] for src in (m, hp) for k in ("bits", "quant_bits", "weight_bits")
+                 if src.get(k) is not None), None)
 
 
-def _quality(run: RunData, compare: pd.DataFrame | None) -> list[tuple]:
-    ppl = run.manifest.get("perplexity")
-    doc: list[tuple] = [("h", 2, "Quality")]
+def _perplexity_line(ppl: dict | None) -> str:
     if not ppl or ppl.get("pruned") is None:
-        dense = f" (dense model: {_fmt(ppl['dense'])})" if ppl and ppl.get("dense") is not None else ""
-        doc.append(("p", f"Perplexity: not evaluated{dense}."))
-    else:
-        where = ", ".join(f"{k} {ppl[k]}" for k in ("data", "seqlen", "windows") if ppl.get(k) is not None)
-        change = (ppl["pruned"] / ppl["dense"] - 1) if ppl.get("dense") else float("nan")
-        doc.append(("p", f"Perplexity ({where}): dense {_fmt(ppl.get('dense'))} -> pruned "
-                         f"{_fmt(ppl['pruned'])} ({change:+.1%})."))
+        dense = f" (dense model {ppl['dense']:.2f})" if ppl and ppl.get("dense") is not None else ""
+        return f"not evaluated{dense}"
+    windows = f", {ppl['windows']} x {ppl['seqlen']} tokens" if ppl.get("windows") and ppl.get("seqlen") else ""
+    split = f", {ppl['split']}" if ppl.get("split") else ""
+    dense = f"dense {ppl['dense']:.2f} -> " if ppl.get("dense") is not None else ""
+    change = f" ({ppl['pruned'] / ppl['dense'] - 1:+.1%})" if ppl.get("dense") else ""
+    return f"{dense}pruned {ppl['pruned']:.2f}{change} on {ppl.get('data') or '?'}{windows}{split}"
+
+
+def speed_table(run: RunData) -> pd.DataFrame:
+    """Per phase: end-to-end latency, speedup and tokens/s, dense and sparse.
+
+    tokens/s = tokens / (sum of the op cycles / freq): the simulated Linear layers only.
+    """
+    freq_hz = float(run.hardware["freq_mhz"]) * 1e6
+    rows = []
+    for phase, layers in run.layers.items():
+        tokens = int(layers.tokens.iloc[0])
+        dense, sparse = layers.dense_cycles.sum(), layers.sparse_cycles.sum()
+        rows.append({"phase": phase, "tokens": tokens, "dense latency (µs)": dense / freq_hz * 1e6,
+                     "sparse latency (µs)": sparse / freq_hz * 1e6, "speedup": dense / max(sparse, 1),
+                     "dense tokens/s": tokens * freq_hz / dense, "sparse tokens/s": tokens * freq_hz / sparse,
+                     "memory-bound ops": f"{int(layers.bound.eq('memory').sum())} of {len(layers)}"})
+    return pd.DataFrame(rows)
+
+
+def _title(run: RunData) -> list[tuple]:
+    m = run.manifest
+    return [("h", 1, f"besa-hw report: {(m.get('model') or {}).get('id', run.shown_dir.name)}"),
+            ("p", f"Run folder `{run.shown_dir}`" + (f" (created {m['created']})" if m.get("created") else "")
+                  + f"; report generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.")]
+
+
+def _headline(run: RunData, compare: pd.DataFrame | None) -> list[tuple]:
+    """What a reader wants first: model, method, sparsity, perplexity, speedup and tokens/s."""
+    m, hw = run.manifest, run.hardware
+    model = m.get("model") or {}
+    arch = ", ".join(str(v) for v in (model.get("architecture"), model.get("num_hidden_layers") and
+                                      f"{model['num_hidden_layers']} blocks") if v)
+    achieved = m.get("achieved_sparsity")
+    facts = {"model": f"{model.get('id', run.shown_dir.name)}" + (f" ({arch})" if arch else ""),
+             "method": m.get("method", "unknown"),
+             "sparsity": f"target {m.get('target_sparsity', '?')}, achieved "
+                         + (f"{achieved:.4f}" if isinstance(achieved, (int, float)) else MISSING),
+             "bits": _bits(m), "perplexity": _perplexity_line(m.get("perplexity")),
+             "hardware": f"{hw.get('name', '?')}: {hw.get('pe_rows')}x{hw.get('pe_cols')} PEs at "
+                         f"{hw.get('freq_mhz')} MHz, DRAM {hw.get('dram_gbps')} GB/s"}
+    if facts["bits"] is None:
+        del facts["bits"]
+    doc: list[tuple] = [("h", 2, "Summary"), ("table", kv_table(facts, "run")),
+                        ("table", speed_table(run)),
+                        ("p", "Simulated time covers the Linear layers (q, k, v, o, gate, up, down) of every "
+                              "block; attention scores, norms, embeddings and the LM head are not simulated, "
+                              "so tokens/s is that of the Linear layers alone. Speedup is against a dense "
+                              "run on the same hardware.")]
     if compare is not None and not compare.empty:
         doc += [("h", 3, "Compared runs"), ("table", compare)]
     return doc
+
+
+def _configuration(run: RunData) -> list[tuple]:
+    m = run.manifest
+    doc: list[tuple] = [("h", 2, "Configuration"), ("h", 3, "Model"), ("table", kv_table(m.get("model") or {}))]
+    sparsity = {k: m[k] for k in ("target_sparsity", "achieved_sparsity", "seed", "wall_seconds") if k in m}
+    doc += [("h", 3, f"Method: {m.get('method', 'unknown')}"),
+            ("table", kv_table({**(m.get("hyperparameters") or {}), **sparsity}, "hyper-parameter"))]
+    if m.get("calibration"):
+        doc += [("h", 3, "Calibration"), ("table", kv_table(m["calibration"]))]
+    if m.get("perplexity"):
+        doc += [("h", 3, "Perplexity evaluation"), ("table", kv_table(m["perplexity"]))]
+    return doc + [("h", 3, "Hardware"), ("table", kv_table(run.hardware))]
+
+
+def _reproducibility(run: RunData) -> list[tuple]:
+    """The commands, versions and git commits of the run and of this report."""
+    m, now = run.manifest, environment()
+    recorded = m.get("versions") or {}
+    names = list(dict.fromkeys([*now["versions"], *recorded]))
+    versions = pd.DataFrame({"package": names, "this report": [now["versions"].get(n) for n in names],
+                             "the run (manifest)": [recorded.get(n) for n in names]})
+    run_cmd = f"`{m['command']}`" if m.get("command") else "not recorded in the manifest"
+    run_git = m.get("git_commit") or "not recorded in the manifest"
+    return [("h", 2, "Reproducibility"),
+            ("p", f"Report command: `{now['command']}`; git commit {now['git_commit']}."),
+            ("p", f"Run command: {run_cmd}; git commit {run_git}."),
+            ("table", versions),
+            ("p", "The run's manifest is copied next to this report: [manifest.json](manifest.json).")]
 
 
 def _figures(run: RunData, out: Path, compare: pd.DataFrame | None) -> list[tuple]:
@@ -206,7 +235,7 @@ def _figures(run: RunData, out: Path, compare: pd.DataFrame | None) -> list[tupl
 
 def _tables(run: RunData, out: Path) -> list[tuple]:
     """Copy the simulation tables next to the report and show the per-op-type summaries."""
-    doc: list[tuple] = [("h", 2, "Tables")]
+    doc: list[tuple] = [("h", 2, "Per op type")]
     for phase in run.layers:
         for kind, df in (("layers", run.layers[phase]), ("summary", run.summary[phase]),
                          ("blocks", run.blocks[phase])):
@@ -220,49 +249,6 @@ def _tables(run: RunData, out: Path) -> list[tuple]:
     return doc
 
 
-# --- rendering ------------------------------------------------------------------------------------
-
-def to_markdown(doc: list[tuple]) -> str:
-    parts = []
-    for block in doc:
-        kind = block[0]
-        if kind == "h":
-            parts.append("#" * block[1] + " " + block[2])
-        elif kind == "p":
-            parts.append(block[1])
-        elif kind == "table":
-            parts.append(markdown_table(block[1]))
-        elif kind == "img":
-            parts.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*")
-    return "\n\n".join(parts) + "\n"
-
-
-def _inline(text: str) -> str:
-    """Markdown-lite to HTML: `code` and [text](link)."""
-    text = html.escape(text)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
-
-
-def to_html(doc: list[tuple], out: Path, title: str) -> str:
-    """A self-contained HTML page: figures embedded as base64 PNG data URIs."""
-    body = []
-    for block in doc:
-        kind = block[0]
-        if kind == "h":
-            body.append(f"<h{block[1]}>{_inline(block[2])}</h{block[1]}>")
-        elif kind == "p":
-            body.append(f"<p>{_inline(block[1])}</p>")
-        elif kind == "table":
-            body.append(formatted(block[1]).to_html(index=False, border=0))
-        elif kind == "img":
-            data = base64.b64encode((out / block[1]).read_bytes()).decode("ascii")
-            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block[2])}">'
-                        f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None,
                  compare: pd.DataFrame | None = None, label: str | None = None) -> Path:
     """Write report.md, report.html, figures and CSVs for a simulated run; return the report folder.
@@ -273,7 +259,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None,
     run.label = label
     out = Path(out_dir) if out_dir is not None else run.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    doc = _header(run) + _quality(run, compare) + _tables(run, out) + _figures(run, out, compare)
+    shutil.copyfile(run.run_dir / "manifest.json", out / "manifest.json")
+    doc = (_title(run) + _headline(run, compare) + _tables(run, out) + _figures(run, out, compare)
+           + _configuration(run) + _reproducibility(run))
     (out / "report.md").write_text(to_markdown(doc))
     title = doc[0][2]
     (out / "report.html").write_text(to_html(doc, out, title))

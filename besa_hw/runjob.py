@@ -16,12 +16,13 @@ from simulator import HardwareConfig, summarize
 logger = logging.getLogger(__name__)
 
 __all__ = ["EvalConfig", "Timings", "simulate_run", "evaluate_run", "prune_and_evaluate", "is_finished_run",
-           "check_run"]
+           "check_run", "check_held_out"]
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Perplexity evaluation: the first `max_windows` (None: all) non-overlapping windows of `data`."""
+    """Perplexity evaluation: the first `max_windows` (None: all) non-overlapping windows of the
+    held-out evaluation part of `data` (see pruning.calibration)."""
 
     data: str = "pydoc"
     seqlen: int = 512
@@ -91,27 +92,49 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     from pruning.eval import perplexity
     from pruning.export import read_manifest, read_run
 
-    spec = read_manifest(run_dir)["model"]
+    manifest = read_manifest(run_dir)
+    spec = manifest["model"]
     saved_model_dir(run_dir)  # fail before any evaluation if the run cannot be reproduced
     read_run(run_dir)  # and if its masks are unreadable, of the wrong dtype or shape, or missing
+    check_held_out(manifest.get("calibration"), ev.data)
     base = dense_ppl = ids = None
     if dense:
         base = load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
         check_context(base[0], seqlen=ev.seqlen)
-        ids = tokenize(base[1], load_text(ev.data))
+        ids = tokenize(base[1], load_text(ev.data, "evaluation"))
         dense_ppl = perplexity(base[0], ids, ev.seqlen, ev.max_windows, progress=progress)
     lm, tok, _ = load_run_model(run_dir, device, base=base)
     check_context(lm, seqlen=ev.seqlen)
-    ids = tokenize(tok, load_text(ev.data)) if ids is None else ids
+    ids = tokenize(tok, load_text(ev.data, "evaluation")) if ids is None else ids
     pruned = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
     return record_perplexity(run_dir, ev, dense_ppl, pruned, ids.numel())
 
 
+def check_held_out(calibration: dict | None, eval_source: str) -> None:
+    """Refuse evaluation text that overlaps a run's calibration text (ValueError); warn for runs
+    calibrated before calibration and evaluation were split."""
+    from pruning.calibration import HUB_SOURCES, check_disjoint
+
+    source = (calibration or {}).get("dataset")
+    if source is None:  # magnitude pruning uses no data
+        return
+    if "split" not in calibration:
+        if source == eval_source:
+            logger.warning("this run was calibrated on the whole of %s, before calibration and evaluation "
+                           "were split: its perplexity on the held-out part may be optimistic", source)
+        return
+    if source not in ("pydoc", *HUB_SOURCES) and not Path(source).is_file():
+        logger.warning("calibration text %s not found: overlap with %s not checked", source, eval_source)
+        return
+    logger.info("calibration vs evaluation text: %s", check_disjoint(source, eval_source))
+
+
 def record_perplexity(run_dir: str | Path, ev: EvalConfig, dense: float | None, pruned: float, n_tokens: int) -> dict:
+    from pruning.calibration import describe_split
     from pruning.export import update_manifest
 
     ppl = {"dense": dense, "pruned": pruned, "data": ev.data, "seqlen": ev.seqlen,
-           "windows": min(n_tokens // ev.seqlen, ev.max_windows or n_tokens)}
+           "windows": min(n_tokens // ev.seqlen, ev.max_windows or n_tokens), **describe_split(ev.data, "evaluation")}
     update_manifest(run_dir, {"perplexity": ppl})
     return ppl
 
@@ -136,7 +159,7 @@ def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str |
     ids = dense = None
     if ev.enabled:
         t = time.perf_counter()
-        ids = tokenize(tok, load_text(ev.data))
+        ids = tokenize(tok, load_text(ev.data, "evaluation"))
         dense = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
         timings.add("eval dense", t)
     t = time.perf_counter()

@@ -22,6 +22,13 @@ MANIFEST = "manifest.json"
 MASKS = "masks.safetensors"
 MODEL_DIR = "model"
 EMPTY_PERPLEXITY = {"dense": None, "pruned": None, "data": None, "seqlen": None, "windows": None}
+FOLDER_MODE, FILE_MODE = 0o755, 0o644  # before the umask, like mkdir and open would give
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_run(out_dir: str | Path, masks: dict[str, torch.Tensor], manifest: dict,
@@ -38,16 +45,26 @@ def write_run(out_dir: str | Path, masks: dict[str, torch.Tensor], manifest: dic
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        os.chmod(tmp, 0o755)
         save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS))
         if save_model is not None:
             save_model(tmp / MODEL_DIR)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _normal_permissions(tmp)
         os.replace(tmp, out)  # an empty existing folder is replaced too (rename(2))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _normal_permissions(root: Path) -> None:
+    """Folders 0755 and files 0644 (less the umask): mkdtemp makes the folder private (0700) and
+    safetensors writes its files 0600, but a run folder is meant to be shared."""
+    mask = _umask()
+    os.chmod(root, FOLDER_MODE & ~mask)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (FOLDER_MODE if path.is_dir() else FILE_MODE) & ~mask)
 
 
 def read_manifest(run_dir: str | Path) -> dict:
@@ -108,6 +125,7 @@ def update_manifest(run_dir: str | Path, updates: dict) -> dict:
     manifest.update(updates)
     path = Path(run_dir) / MANIFEST
     fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=run_dir)
+    os.fchmod(fd, FILE_MODE & ~_umask())  # mkstemp makes it private (0600)
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, path)

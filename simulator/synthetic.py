@@ -60,13 +60,18 @@ def _is_number(value: object) -> bool:
 
 
 def load_profile(path: str | Path) -> dict[str, float]:
-    """Per-layer sparsities from JSON: ``{module_path_or_op: s}`` or a run's manifest.json."""
+    """Per-layer sparsities from JSON: ``{module_path_or_op: s}`` or a run's manifest.json.
+
+    An empty object ``{}`` lists no layer, so every layer gets the default sparsity (``--sparsity``):
+    the uniform baseline of a comparison.
+    """
     data = read_document(path, "profile")
     if isinstance(data, dict) and isinstance(data.get("layers"), dict):  # a manifest.json
         data = {k: v.get("achieved_sparsity", v.get("target_sparsity")) if isinstance(v, dict) else v
                 for k, v in data["layers"].items()}
-    if not isinstance(data, dict) or not data:
-        raise ValueError(f"profile {path}: expected a JSON object mapping layer names to sparsities")
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {path}: expected a JSON object mapping layer names to sparsities "
+                         f"(e.g. {{\"q_proj\": 0.3}}), got a {type(data).__name__}")
     bad = [k for k in data if k not in OP_NAMES and not k.startswith("model.layers.")]
     if bad:
         raise ValueError(f"profile {path}: {bad[0]!r} is neither an op type ({', '.join(OP_NAMES)}) "

@@ -20,6 +20,12 @@ def _byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=list(vocab)[0])
 
 
+@pytest.fixture(scope="session")
+def byte_tokenizer():
+    """The byte-level tokenizer: token i of a text is its byte i."""
+    return _byte_tokenizer()
+
+
 @pytest.fixture
 def tiny_model():
     """Fresh tiny ``LlamaForCausalLM``: 2 blocks, hidden 64, 4 heads / 2 kv heads, vocab 256."""

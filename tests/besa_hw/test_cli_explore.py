@@ -18,7 +18,7 @@ def test_sweep_two_parameter_grid(tmp_path, capsys):
     tidy, points = pd.read_csv(out / "sweep.csv"), pd.read_csv(out / "points.csv")
     assert len(tidy) == 4 * 7 and len(points) == 4
     assert {"pe_rows", "dram_gbps", "speedup", "memory_bound_fraction"} <= set(points.columns)
-    assert (out / "speedup_vs_params.png").is_file() and (out / "speedup_heatmap.png").is_file()
+    assert (out / "sweep_vs_params.png").is_file() and (out / "sweep_heatmap.png").is_file()
     slow = points[(points.pe_rows == 64) & (points.dram_gbps == 19.2)].iloc[0]
     fast = points[(points.pe_rows == 64) & (points.dram_gbps == 1228.8)].iloc[0]
     assert slow.memory_bound_fraction > fast.memory_bound_fraction
@@ -44,7 +44,7 @@ def test_compare_runs_cli(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
     table = pd.read_csv(out / "compare.csv")
-    assert list(table.name) == ["besa", "wanda"] and list(table.ppl) == [30.0, 35.0]
+    assert list(table.run) == ["besa", "wanda"] and list(table.ppl) == [30.0, 35.0]
     # Uneven rows (the "besa" run) cost load imbalance on the sparse engine.
     assert table.load_imbalance_decode[0] > table.load_imbalance_decode[1]
     for name in ("allocations.csv", "layers.csv", "tradeoff.png", "allocations.png"):

@@ -34,13 +34,18 @@ def test_prune_then_eval(tiny_model_dir, text_file, tmp_path, capsys):
     assert manifest["hyperparameters"]["samples"] == 2 and manifest["hyperparameters"]["weights_updated"]
     assert abs(manifest["achieved_sparsity"] - 0.5) < 0.01
     assert list(manifest["layers"])[0] == "model.layers.0.self_attn.q_proj"
-    assert manifest["calibration"] == {"dataset": str(text_file), "nsamples": 4, "seqlen": 32, "seed": 0}
+    calibration = manifest["calibration"]
+    assert {k: calibration[k] for k in ("dataset", "nsamples", "seqlen", "seed")} == {
+        "dataset": str(text_file), "nsamples": 4, "seqlen": 32, "seed": 0}
+    assert "(the first 75%; evaluation uses the rest)" in calibration["split"]
+    assert manifest["versions"]["python"] and manifest["command"]  # sys.argv: pytest's here
+    assert manifest["git_commit"]
     assert (out / "masks.safetensors").is_file()
     assert cli.main(["eval", "--run", str(out), "--data", str(text_file), "--seqlen", "32",
                      "--max-windows", "2"]) == 0
     assert "perplexity:" in capsys.readouterr().out
     ppl = json.loads((out / "manifest.json").read_text())["perplexity"]
-    assert ppl["pruned"] > 1 and ppl["windows"] == 2
+    assert ppl["pruned"] > 1 and ppl["windows"] == 2 and "held-out last 25%" in ppl["split"]
 
 
 def test_sparsegpt_needs_saved_model_for_eval(tiny_model_dir, text_file, tmp_path, capsys):

@@ -14,9 +14,11 @@ def run_args(model_dir, text_file, out, *extra):
             "--eval-windows", "2", "--prefill-tokens", "16", "--out", str(out), *extra]
 
 
-def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys):
+def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys, caplog):
     out = tmp_path / "run"
-    assert main(run_args(tiny_model_dir, text_file, out)) == 0
+    with caplog.at_level("INFO"):
+        assert main(run_args(tiny_model_dir, text_file, out)) == 0
+    assert "same text, split automatically, no overlap" in caplog.text
     printed = capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     ppl = manifest["perplexity"]
@@ -25,6 +27,8 @@ def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys):
     prefill = pd.read_csv(out / "sim" / "prefill" / "layers.csv")
     assert len(prefill) == 14 and (prefill.tokens == 16).all()
     assert (out / "report" / "report.html").is_file()
+    md = (out / "report" / "report.md").read_text()
+    assert "(the held-out last 25%; calibration uses the rest)" in md and "(the first 75%; evaluation" in md
     assert f"decode {decode.speedup.iloc[-1]:.3f}x" in printed and "report:" in printed
     assert f"pruned {ppl['pruned']:.2f}" in printed
     # Reuse the finished run on other hardware: no pruning, new simulation.
@@ -45,6 +49,18 @@ def test_run_rejects_bad_input_before_work(tiny_model_dir, text_file, tmp_path, 
     assert main(run_args(tiny_model_dir, text_file, out, *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and text in err, err
+    assert not out.exists()
+
+
+def test_run_refuses_evaluation_text_that_overlaps_calibration(tiny_model_dir, text_file, tmp_path, capsys):
+    from pruning.calibration import load_text
+
+    leaky = tmp_path / "leaky.txt"
+    leaky.write_text(load_text(str(text_file), "calibration"))  # its held-out tail is calibration text
+    out = tmp_path / "run"
+    assert main(run_args(tiny_model_dir, text_file, out, "--eval-data", str(leaky))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "overlaps the calibration text" in err, err
     assert not out.exists()
 
 

@@ -79,3 +79,13 @@ def test_missing_run_folder_and_unknown_shape(tmp_path, capsys):
     assert_one_line_error(capsys, ["simulate", "--shape", "gpt-5"], "unknown model shape 'gpt-5'")
     assert_one_line_error(capsys, ["simulate", "--run", str(tmp_path / "empty"), "--sparsity", "0.7"],
                           "--sparsity applies to synthetic masks")
+
+
+def test_row_dist_help_is_complete(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("--row-dist {none,uniform,normal} synthetic masks: how the sparsity of each weight row varies "
+            "around the layer's sparsity: none (every row the same; the default), uniform (each row within "
+            "+/- S of it) or normal (standard deviation S), with S set by --row-spread") in text

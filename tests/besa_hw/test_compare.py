@@ -4,7 +4,7 @@ import pytest
 
 from besa_hw.compare import candidates_from_profiles, candidates_from_runs, compare
 from simulator import load_hardware
-from simulator.synthetic import AllocationProfile
+from simulator.synthetic import AllocationProfile, load_profile
 from simulator.workload import OP_NAMES, ModelShape
 
 from conftest import TINY, write_fake_run
@@ -20,12 +20,13 @@ def test_compare_runs_side_by_side(tmp_path):
     runs = [fake_run(tmp_path / "a", 0.3, 12.0), fake_run(tmp_path / "b", 0.7, 30.0)]
     cands = candidates_from_runs([str(r) for r in runs], {"decode": 1, "prefill": 64})
     table, alloc, layers = compare(cands, load_hardware())
-    assert list(table.name) == ["a", "b"] and list(table.ppl) == [12.0, 30.0]
+    assert list(table.run) == ["a", "b"] and list(table.ppl) == [12.0, 30.0]
     assert table.speedup_decode.iloc[1] > table.speedup_decode.iloc[0] > 1.0
     assert {f"speedup_decode_{op}" for op in OP_NAMES} <= set(table.columns)
     assert len(alloc) == 2 * 14 and set(layers.phase) == {"decode", "prefill"}
+    assert set(layers.run) == {"a", "b"} and layers.name.str.startswith("model.layers.").all()
     assert set(layers[layers.phase == "prefill"].tokens) == {64}
-    assert alloc[alloc.name == "b"].sparsity.mean() == pytest.approx(table.achieved_sparsity.iloc[1], abs=0.01)
+    assert alloc[alloc.run == "b"].sparsity.mean() == pytest.approx(table.achieved_sparsity.iloc[1], abs=0.01)
 
 
 def test_compare_refuses_runs_of_different_models(tmp_path):
@@ -42,8 +43,19 @@ def test_compare_profiles_on_a_shape(tmp_path):
     even.write_text(json.dumps({op: 0.5 for op in OP_NAMES}))
     skew.write_text(json.dumps({"q_proj": 0.2, "k_proj": 0.2, "v_proj": 0.2, "o_proj": 0.2,
                                 "gate_proj": 0.8, "up_proj": 0.8, "down_proj": 0.3}))
-    cands = candidates_from_profiles("smollm2-135m", [str(even), str(skew)], AllocationProfile(), {"decode": 1}, blocks=2)
+    empty = tmp_path / "uniform.json"
+    empty.write_text("{}")  # no layer listed: every layer at the default sparsity
+    cands = candidates_from_profiles("smollm2-135m", [str(even), str(skew), str(empty)],
+                                     AllocationProfile(0.4), {"decode": 1}, blocks=2)
     table, alloc, _ = compare(cands, load_hardware())
-    assert list(table.name) == ["even", "skew"] and table.ppl.isna().all()
-    skew_alloc = alloc[alloc.name == "skew"].set_index("op").sparsity
+    assert list(table.run) == ["even", "skew", "uniform"] and table.ppl.isna().all()
+    skew_alloc = alloc[alloc.run == "skew"].set_index("op").sparsity
     assert skew_alloc["gate_proj"].mean() == pytest.approx(0.8, abs=0.01)
+    assert alloc[alloc.run == "uniform"].sparsity.to_numpy() == pytest.approx(0.4, abs=0.01)
+
+
+def test_profile_must_be_an_object(tmp_path):
+    bad = tmp_path / "list.json"
+    bad.write_text("[0.5]")
+    with pytest.raises(ValueError, match="expected a JSON object .* got a list"):
+        load_profile(str(bad))

@@ -1,10 +1,13 @@
 """build_report on a tiny simulated run: files exist and the tables hold the simulated numbers."""
 
+import json
+
 import pandas as pd
 import pandas.testing as pdt
 import pytest
 
 from besa_hw.report import build_report, markdown_table
+from besa_hw.report_render import formatted
 from besa_hw.runjob import simulate_run
 from simulator import load_hardware
 
@@ -19,6 +22,9 @@ def simulate_phase(run, phase, tokens):
 def run(tmp_path_factory):
     path = write_fake_run(tmp_path_factory.mktemp("runs") / "tiny", 0.5,
                           {"dense": 28.7, "pruned": 50.1, "data": "wikitext2", "seqlen": 128, "windows": 4})
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["hyperparameters"]["nm"] = None  # shown as an em dash, never as Python's None
+    (path / "manifest.json").write_text(json.dumps(manifest))
     simulate_phase(path, "decode", None)
     simulate_phase(path, "prefill", 64)
     return path
@@ -46,15 +52,53 @@ def test_tables_hold_simulated_numbers(report, run):
         total = pd.read_csv(run / "sim" / phase / "summary.csv").iloc[-1]
         assert f"| total | 14 | {total.sparsity:.3f} |" in md
         assert f"| {total.speedup:.3f} |" in md
-        assert f"{phase} {total.speedup:.3f}×" in md  # the headline line
-    assert "dense 28.700 -> pruned 50.100" in md
-    assert "| pe_rows | 64 |" in md and "| besa_hw | 0.1.0 |" in md
+    assert "| pe_rows | 64 |" in md
+
+
+def test_headline_comes_first(report, run):
+    md = (report / "report.md").read_text()
+    assert md.index("## Summary") < md.index("## Per op type") < md.index("## Configuration")
+    headline = md[md.index("## Summary"):md.index("## Per op type")]
+    assert "| model | tiny-llama (2 blocks) |" in headline and "| method | besa |" in headline
+    assert "| sparsity | target 0.5, achieved 0.50" in headline
+    assert "dense 28.70 -> pruned 50.10 (+74.6%) on wikitext2, 4 x 128 tokens" in headline
+    freq_mhz = json.loads((run / "sim" / "hardware.json").read_text())["freq_mhz"]
+    for phase, tokens in (("decode", 1), ("prefill", 64)):
+        layers = pd.read_csv(run / "sim" / phase / "layers.csv")
+        seconds = layers.sparse_cycles.sum() / (freq_mhz * 1e6)
+        speedup = layers.dense_cycles.sum() / layers.sparse_cycles.sum()
+        row = next(line for line in headline.splitlines() if line.startswith(f"| {phase} |"))
+        cells = row.strip("|").split("|")
+        assert int(cells[1]) == tokens and float(cells[4]) == pytest.approx(speedup, abs=5e-4)
+        assert float(cells[6].replace(",", "")) == pytest.approx(tokens / seconds, abs=0.5)
+
+
+def test_no_none_and_one_format_per_column(report):
+    md = (report / "report.md").read_text()
+    assert "None" not in md and "| nm | — |" in md
+    table = formatted(pd.DataFrame({"energy_uj": [963.552, 1014.2, float("nan")], "n": [1, 2000, 3],
+                                    "x": [None, "a", True]}))
+    assert list(table.energy_uj) == ["964", "1,014", "—"] and list(table.n) == ["1", "2,000", "3"]
+    assert list(table.x) == ["—", "a", "True"]
+
+
+def test_reproducibility(report, run):
+    md = (report / "report.md").read_text()
+    repro = md[md.index("## Reproducibility"):]
+    assert "Report command: `" in repro and "git commit" in repro
+    for package in ("python", "numpy", "simpy", "torch", "transformers"):
+        assert f"| {package} | " in repro
+    assert "| besa_hw | 0.1.0 | 0.1.0 |" in repro
+    assert json.loads((report / "manifest.json").read_text()) == json.loads((run / "manifest.json").read_text())
 
 
 def test_html_is_self_contained(report):
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 8
     assert 'src="latency' not in page and "<table" in page
+    # wide tables scroll inside a wrapper instead of being clipped
+    assert page.count("<table") == page.count('<div class="table-wrap"><table') and "overflow-x:auto" in page
+    assert ">None<" not in page
 
 
 def test_missing_parts(tmp_path, run):
@@ -64,7 +108,7 @@ def test_missing_parts(tmp_path, run):
     simulate_phase(bare, "decode", None)
     out = build_report(bare, tmp_path / "out")
     md = (out / "report.md").read_text()
-    assert "Perplexity: not evaluated" in md and "prefill: not simulated" in md
+    assert "| perplexity | not evaluated |" in md and "prefill: not simulated" in md
     assert not (out / "layers_prefill.csv").exists()
     (bare / "masks.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="masks.safetensors"):
@@ -72,7 +116,7 @@ def test_missing_parts(tmp_path, run):
 
 
 def test_compare_adds_tradeoff(tmp_path, run):
-    compare = pd.DataFrame({"name": ["a", "b"], "ppl": [30.0, 40.0], "speedup_decode": [1.5, 1.6],
+    compare = pd.DataFrame({"run": ["a", "b"], "ppl": [30.0, 40.0], "speedup_decode": [1.5, 1.6],
                             "speedup_prefill": [1.7, 1.8], "achieved_sparsity": [0.5, 0.6]})
     out = build_report(run, tmp_path / "cmp", compare=compare)
     assert (out / "tradeoff.png").is_file()
@@ -82,4 +126,4 @@ def test_compare_adds_tradeoff(tmp_path, run):
 def test_markdown_table():
     df = pd.DataFrame({"op": ["q|x", "total"], "count": [1, 1234], "speedup": [1.5, float("nan")]})
     assert markdown_table(df).splitlines() == [
-        "| op | count | speedup |", "| :--- | ---: | ---: |", "| q\\|x | 1 | 1.500 |", "| total | 1,234 | n/a |"]
+        "| op | count | speedup |", "| :--- | ---: | ---: |", "| q\\|x | 1 | 1.500 |", "| total | 1,234 | — |"]

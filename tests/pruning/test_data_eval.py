@@ -1,12 +1,14 @@
-"""Calibration sampling (SparseGPT-style, seeded) and windowed perplexity."""
+"""Calibration sampling (SparseGPT-style, seeded) from a part disjoint from evaluation, and windowed perplexity."""
 
 import math
+import platform
 import random
 
 import pytest
 import torch
 
-from pruning.calibration import load_text, sample_segments
+from pruning.calibration import (check_disjoint, describe_split, get_calibration, load_text, sample_segments,
+                                 segment_starts, split_point, tokenize)
 from pruning.config import CalibConfig
 from pruning.eval import perplexity, windows
 
@@ -39,3 +41,48 @@ def test_perplexity_windows(tiny_model):
     assert math.isfinite(ppl) and 100 < ppl < 1000  # random model ~ uniform over 256 tokens
     with pytest.raises(ValueError, match="fewer than one window"):
         windows(ids[:10], 64, 3)
+
+
+@pytest.mark.parametrize("source", ["pydoc", "file"])
+def test_calibration_and_evaluation_are_disjoint(source, text_file, byte_tokenizer):
+    """Token ranges of the calibration segments and of the evaluation windows never meet
+    (the run defaults: 16 x 256 calibration segments, 16 x 512 evaluation windows, seed 0)."""
+    src = "pydoc" if source == "pydoc" else str(text_file)
+    nsamples, seqlen, eval_seqlen, eval_windows = (16, 256, 512, 16) if source == "pydoc" else (8, 64, 128, 8)
+    whole = tokenize(byte_tokenizer, load_text(src))
+    calib = tokenize(byte_tokenizer, load_text(src, "calibration"))
+    held_out = tokenize(byte_tokenizer, load_text(src, "evaluation"))
+    assert torch.equal(torch.cat([calib, held_out]), whole)  # two parts of one token stream
+    cut = calib.numel()  # first token of the held-out part in the whole stream
+    starts = segment_starts(calib.numel(), nsamples, seqlen, seed=0)
+    segs = get_calibration(byte_tokenizer, CalibConfig(src, nsamples, seqlen, 0))
+    assert torch.equal(segs, torch.stack([whole[s:s + seqlen] for s in starts]))
+    wins = windows(held_out, eval_seqlen, eval_windows)
+    assert wins.shape == (eval_windows, eval_seqlen)
+    assert torch.equal(wins.reshape(-1), whole[cut:cut + eval_windows * eval_seqlen])
+    assert max(s + seqlen for s in starts) <= cut  # every calibration token before the held-out part
+
+
+def test_split_is_recorded(text_file):
+    text = load_text(str(text_file))
+    cut = split_point(text)
+    assert 0.75 * len(text) <= cut <= len(text) and text[cut - 1] == "\n"
+    calib, held = describe_split(str(text_file), "calibration"), describe_split(str(text_file), "evaluation")
+    assert calib["split"].startswith(f"characters 0-{cut:,} of {len(text):,} (the first 75%")
+    assert held["split"].startswith(f"characters {cut:,}-{len(text):,} of {len(text):,} (the held-out last 25%")
+    assert describe_split("pydoc", "calibration")["python"] == platform.python_version()
+    assert describe_split("wikitext2", "evaluation") == {"split": "wikitext-2-raw-v1 test split"}
+
+
+def test_overlapping_texts_are_refused(text_file, tmp_path):
+    assert "split automatically" in check_disjoint(str(text_file), str(text_file))
+    assert "split automatically" in check_disjoint("pydoc", "pydoc")
+    # a file whose held-out tail is calibration text of another source overlaps
+    calib_part = load_text(str(text_file), "calibration")
+    leaky = tmp_path / "leaky.txt"
+    leaky.write_text(calib_part)  # its last 25% lies inside text_file's first 75%
+    with pytest.raises(ValueError, match="overlaps the calibration text"):
+        check_disjoint(str(text_file), str(leaky))
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(f"line {i} of a text that shares nothing" for i in range(2000)))
+    assert "no shared passage" in check_disjoint(str(text_file), str(other))

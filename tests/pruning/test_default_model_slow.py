@@ -11,7 +11,7 @@ from pruning import CalibConfig, PruneConfig
 def test_default_model_besa_run_and_eval(tmp_path):
     from besa_hw.cmd_eval import load_run_model
     from besa_hw.cmd_prune import prune_to_run
-    from pruning.calibration import pydoc_text, tokenize
+    from pruning.calibration import load_text, tokenize
     from pruning.eval import perplexity
 
     cfg = PruneConfig(method="besa", sparsity=0.5, besa_epochs=1)
@@ -24,5 +24,6 @@ def test_default_model_besa_run_and_eval(tmp_path):
     assert len(manifest["layers"]) == 30 * 7
     assert abs(manifest["achieved_sparsity"] - 0.5) < 0.005
     assert manifest["layers"]["model.layers.0.self_attn.k_proj"]["shape"] == [192, 576]
-    ppl = perplexity(model, tokenize(tok, pydoc_text()[:20000]), seqlen=128, max_windows=2)
+    held_out = load_text("pydoc", "evaluation")[:20000]  # never seen by calibration
+    ppl = perplexity(model, tokenize(tok, held_out), seqlen=128, max_windows=2)
     assert math.isfinite(ppl) and ppl < 1000

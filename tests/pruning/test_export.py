@@ -1,6 +1,8 @@
-"""Run folder: round trip, atomic writes, manifest updates."""
+"""Run folder: round trip, atomic writes, manifest updates, permissions."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -46,3 +48,19 @@ def test_writes_only_into_a_new_or_empty_folder(tmp_path):
     assert (tmp_path / "run" / "manifest.json").is_file()
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         read_run(tmp_path)
+
+
+def test_run_folder_has_normal_permissions(tmp_path):
+    def save_model(path):
+        path.mkdir()
+        (path / "weights.bin").write_bytes(b"0")
+
+    old = os.umask(0o022)
+    try:
+        out = write_run(tmp_path / "run", {"a": torch.ones(1, 1, dtype=torch.bool)}, _manifest(), save_model)
+        update_manifest(out, {"perplexity": {"pruned": 3.0}})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE((out / "model").stat().st_mode) == 0o755
+    for name in ("manifest.json", "masks.safetensors", "model/weights.bin"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
