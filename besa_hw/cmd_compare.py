@@ -7,8 +7,8 @@ from pathlib import Path
 
 from besa_hw.cmd_simulate import add_hardware_args, add_phase_args, hardware, phase_tokens
 
-SHOWN = ["run", "method", "ppl", "achieved_sparsity", "speedup_decode", "speedup_prefill",
-         "load_imbalance_decode", "energy_saving_decode"]
+SHOWN = ["run", "method", "ppl", "achieved_sparsity", "speedup_linear_decode", "speedup_e2e_decode",
+         "speedup_linear_prefill", "speedup_e2e_prefill", "tokens_per_s_e2e_decode", "load_imbalance_decode"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if args.runs and (args.shape or args.profiles):
         raise ValueError("give either run folders or --shape with --profiles, not both")
     if args.runs:
-        cands = cmp.candidates_from_runs(args.runs, phases, args.names, args.blocks)
+        cands = cmp.candidates_from_runs(args.runs, phases, args.names, args.blocks, args.context, args.linear_only)
     elif args.shape and args.profiles:
         cands = cmp.candidates_from_profiles(args.shape, args.profiles, AllocationProfile(args.sparsity, seed=args.seed),
-                                             phases, args.blocks)
+                                             phases, args.blocks, args.context, args.linear_only)
     else:
         raise ValueError("nothing to compare: give run folders, or --shape NAME --profiles A.json B.json")
     hw = hardware(args)

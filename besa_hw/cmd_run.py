@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             ppl = prune_and_evaluate(args.model, args.gguf_file, cfg, calib, work, ev, device,
                                      args.save_model, progress=True, timings=timings) or {}
         t = time.perf_counter()
-        totals = simulate_run(work, hw, phases, args.compute_only, progress=True)
+        totals = simulate_run(work, hw, phases, args.compute_only, progress=True, context=args.context,
+                              linear_only=args.linear_only)
         timings.add("simulate", t)
         report = None
         if not args.no_report:
@@ -105,19 +106,27 @@ def run(args: argparse.Namespace) -> int:
             report = out / "report"
             timings.add("report", t)
         manifest = read_manifest(work)
-    print_summary(out, manifest, ppl, totals, report, timings, time.perf_counter() - start)
+    print_summary(out, manifest, ppl, totals, report, timings, time.perf_counter() - start,
+                  hw=hw, phases=phases, linear_only=args.linear_only)
     return 0
 
 
-def print_summary(out: Path, manifest: dict, ppl: dict, totals: dict, report, timings, seconds: float) -> None:
+def print_summary(out: Path, manifest: dict, ppl: dict, totals: dict, report, timings, seconds: float, *,
+                  hw, phases: dict[str, int], linear_only: bool = False) -> None:
+    from simulator import step_metrics
+
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in timings.steps.items())
     print(f"\nrun {out}: {manifest['method']} at {manifest['achieved_sparsity']:.4f} achieved sparsity")
     if ppl.get("pruned") is not None:
         dense = f"{ppl['dense']:.2f}" if ppl.get("dense") is not None else "?"
         print(f"perplexity ({ppl['data']}, {ppl['windows']} x {ppl['seqlen']} tokens): "
               f"dense {dense} -> pruned {ppl['pruned']:.2f}")
-    speed = ", ".join(f"{ph} {s.iloc[-1].speedup:.3f}x" for ph, s in totals.items())
-    print(f"end-to-end simulated speedup vs dense: {speed}")
+    for ph, summary in totals.items():
+        m = step_metrics(summary, hw, phases[ph])
+        scope = "Linear layers only" if linear_only else "whole decoder step"
+        print(f"{ph} ({phases[ph]} tokens, {scope}) on {hw.name}: speedup vs dense Linear-only "
+              f"{m['speedup_linear']:.3f}x, end-to-end {m['speedup_e2e']:.3f}x; {m['latency_ms']:.3f} ms, "
+              f"{m['tokens_per_s']:.1f} tokens/s (dense {m['dense_tokens_per_s']:.1f})")
     if report is not None:
         print(f"report: {report}")
     print(f"total {seconds:.0f} s ({steps})")

@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-PREVIEW = ["block", "op", "out_features", "in_features", "sparsity", "dense_cycles", "sparse_cycles",
-           "speedup", "utilization", "bound"]
+PREVIEW = ["block", "op", "kind", "out_features", "in_features", "sparsity", "dense_cycles", "sparse_cycles",
+           "speedup", "utilization", "bound", "tiling"]
 
 
 def add_hardware_args(p: argparse.ArgumentParser) -> None:
@@ -25,11 +25,17 @@ def add_phase_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tokens", type=int, default=1, help="batch size of the decode phase (default 1)")
     p.add_argument("--prefill-tokens", type=int, default=2048,
                    help="prompt length of the prefill phase (default 2048)")
+    p.add_argument("--context", type=int, default=2048,
+                   help="decode: cached tokens each sequence attends to (default 2048)")
+    p.add_argument("--linear-only", action="store_true",
+                   help="simulate only the seven projections of each block (no attention, vector ops, head)")
 
 
 def phase_tokens(args: argparse.Namespace) -> dict[str, int]:
     """{phase: tokens} from add_phase_args' flags, validated."""
     tokens = {"decode": args.decode_tokens, "prefill": args.prefill_tokens}
+    if args.context < 1:
+        raise ValueError(f"--context must be >= 1, got {args.context}")
     names = [s.strip() for s in args.phases.split(",") if s.strip()]
     bad = [n for n in names if n not in tokens]
     if bad or not names:
@@ -58,6 +64,9 @@ def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -
     p.add_argument("--phase", choices=("decode", "prefill"), default="decode",
                    help="decode: --tokens defaults to 1; prefill: to 2048")
     p.add_argument("--tokens", type=int, help="tokens per op (batch for decode, prompt length for prefill)")
+    p.add_argument("--context", type=int, help="decode: cached tokens each sequence attends to (default 2048)")
+    p.add_argument("--linear-only", action="store_true",
+                   help="only the seven projections of each block (no attention, vector ops, lm_head, embedding)")
     p.add_argument("--blocks", type=int, help="only the first N transformer blocks")
 
 
@@ -88,7 +97,8 @@ def workload_spec(args: argparse.Namespace):
     per_layer = load_profile(args.profile) if args.profile else {}
     profile = AllocationProfile(args.sparsity, per_layer, args.row_dist, args.row_spread, args.seed)
     return WorkloadSpec(run_dir=args.run, shape=args.shape, profile=profile, phase=args.phase,
-                        tokens=args.tokens, blocks=args.blocks)
+                        tokens=args.tokens, blocks=args.blocks, context=args.context,
+                        linear_only=args.linear_only)
 
 
 def hardware(args: argparse.Namespace):
@@ -100,7 +110,7 @@ def hardware(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import build_ops, simulate, write_json, write_table
-    from simulator import summarize
+    from simulator import step_metrics, summarize
 
     if args.out:
         check_out_dir(args.out, args.overwrite)
@@ -115,10 +125,14 @@ def run(args: argparse.Namespace) -> int:
         print()
     print(summary[["op", "count", "sparsity", "dense_cycles", "sparse_cycles", "speedup",
                    "memory_cycles", "energy_saving"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    total = summary.iloc[-1]
+    m = step_metrics(summary, hw, spec.n_tokens)
     mode = "compute-only" if args.compute_only else "with memory"
-    print(f"\n{hw.name}, {spec.phase} ({spec.n_tokens} tokens), {mode}: {len(layers)} ops, "
-          f"end-to-end speedup {total.speedup:.3f}x, simulated in {seconds:.1f} s")
+    scope = "Linear layers only" if spec.linear_only else (
+        f"whole decoder step, context {spec.attention_context}" if spec.phase == "decode" else "whole decoder step")
+    print(f"\n{hw.name}, {spec.phase} ({spec.n_tokens} tokens, {scope}), {mode}: {len(layers)} ops; "
+          f"speedup vs dense: Linear-only {m['speedup_linear']:.3f}x, end-to-end {m['speedup_e2e']:.3f}x; "
+          f"{m['latency_ms']:.3f} ms per step, {m['tokens_per_s']:.1f} tokens/s "
+          f"(dense {m['dense_tokens_per_s']:.1f}); simulated in {seconds:.1f} s")
     if args.out:
         with staged_dir(args.out, "simulate", overwrite=args.overwrite) as out:
             write_table(layers, out / "layers.csv")

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         write_table(totals, stage / "points.csv")
         figures = sweep_figures(totals, list(grid), stage)
     out = Path(args.out)
-    shown = list(grid) + ["speedup", "memory_bound_fraction", "latency_us", "energy_saving"]
+    shown = list(grid) + ["speedup_linear", "speedup_e2e", "memory_bound_fraction", "latency_us", "energy_saving"]
     print(totals[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(points)} points x {len(ops)} ops ({spec.phase}, {spec.n_tokens} tokens) in {seconds:.1f} s; "
           f"wrote {out}/sweep.csv, points.csv" + (f" and {len(figures)} figures" if figures else ""))

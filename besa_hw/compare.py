@@ -31,14 +31,21 @@ class Candidate:
     dense_ppl: float = float("nan")
 
 
+def _scope(context: int | None, linear_only: bool):
+    """WorkloadSpec fields of a phase: decode attends to ``context`` cached tokens."""
+    return lambda phase: {"linear_only": linear_only, "context": context if phase == "decode" else None}
+
+
 def _ppl(manifest: dict, key: str) -> float:
     value = (manifest.get("perplexity") or {}).get(key)
     return float(value) if value is not None else float("nan")
 
 
 def candidates_from_runs(run_dirs: Sequence[str], phases: dict[str, int], names: Sequence[str] | None = None,
-                         blocks: int | None = None) -> list[Candidate]:
+                         blocks: int | None = None, context: int | None = None,
+                         linear_only: bool = False) -> list[Candidate]:
     """Candidates from pruning run folders; runs of different models are refused."""
+    scope = _scope(context, linear_only)
     names = list(names) if names else [Path(r).name for r in run_dirs]
     if len(names) != len(run_dirs):
         raise ValueError(f"--names gives {len(names)} names for {len(run_dirs)} runs")
@@ -54,19 +61,22 @@ def candidates_from_runs(run_dirs: Sequence[str], phases: dict[str, int], names:
         elif dims != first[1]:
             raise ValueError(f"cannot compare runs of different models: {first[0]} and {run} differ in "
                              + ", ".join(k for k in _SHAPE_KEYS if dims[k] != first[1][k]))
-        specs = {ph: WorkloadSpec(run_dir=str(run), phase=ph, tokens=t, blocks=blocks) for ph, t in phases.items()}
+        specs = {ph: WorkloadSpec(run_dir=str(run), phase=ph, tokens=t, blocks=blocks, **scope(ph))
+                 for ph, t in phases.items()}
         out.append(Candidate(name, specs, manifest.get("method", ""), _ppl(manifest, "pruned"),
                              _ppl(manifest, "dense")))
     return out
 
 
 def candidates_from_profiles(shape: str, profiles: Sequence[str], base: AllocationProfile,
-                             phases: dict[str, int], blocks: int | None = None) -> list[Candidate]:
+                             phases: dict[str, int], blocks: int | None = None, context: int | None = None,
+                             linear_only: bool = False) -> list[Candidate]:
     """Candidates from per-layer profile JSON files on a model shape (synthetic masks)."""
+    scope = _scope(context, linear_only)
     out = []
     for path in profiles:
         prof = AllocationProfile(base.sparsity, load_profile(path), base.row_distribution, base.row_spread, base.seed)
-        specs = {ph: WorkloadSpec(shape=shape, profile=prof, phase=ph, tokens=t, blocks=blocks)
+        specs = {ph: WorkloadSpec(shape=shape, profile=prof, phase=ph, tokens=t, blocks=blocks, **scope(ph))
                  for ph, t in phases.items()}
         out.append(Candidate(Path(path).stem, specs, "profile"))
     return out
@@ -94,18 +104,24 @@ def compare(cands: Sequence[Candidate], hw: HardwareConfig, compute_only: bool =
         rows.append(row)
     layers = pd.concat(layers_all, ignore_index=True)
     first = layers[layers.phase == layers.phase.iloc[0]]
+    first = first[first.kind.eq("linear")]
     alloc = first[["run", "block", "op", "sparsity"]].reset_index(drop=True)
     return pd.DataFrame(rows), alloc, layers
 
 
 def _phase_metrics(phase: str, layers: pd.DataFrame, summary: pd.DataFrame) -> dict:
-    total = summary.iloc[-1]
+    """Linear-only (the pruned projections) and end-to-end (the whole simulated step) numbers."""
+    rows = summary.set_index("op")
+    total = rows.loc["total"]
+    linear = rows.loc["linear"] if "linear" in rows.index else total
     weights = layers.sparse_engine_cycles.clip(lower=1e-9)
-    out = {"achieved_sparsity": float(total.sparsity),
-           f"speedup_{phase}": float(total.speedup),
-           f"latency_us_{phase}": float(layers.latency_us.sum()),
+    tokens = int(layers[layers.kind.eq("linear")].tokens.iloc[0])
+    out = {"achieved_sparsity": float(linear.sparsity),
+           f"speedup_linear_{phase}": float(linear.speedup),
+           f"speedup_e2e_{phase}": float(total.speedup),
+           f"latency_us_e2e_{phase}": float(layers.latency_us.sum()),
+           f"tokens_per_s_e2e_{phase}": tokens / (layers.latency_us.sum() * 1e-6),
            f"load_imbalance_{phase}": float(np.average(layers.load_imbalance, weights=weights)),
-           f"energy_saving_{phase}": float(total.energy_saving)}
-    by_op = summary.set_index("op").speedup
-    out.update({f"speedup_{phase}_{op}": float(by_op[op]) for op in OP_NAMES if op in by_op})
+           f"energy_saving_e2e_{phase}": float(total.energy_saving)}
+    out.update({f"speedup_{phase}_{op}": float(rows.speedup[op]) for op in OP_NAMES if op in rows.index})
     return out

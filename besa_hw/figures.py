@@ -44,6 +44,17 @@ def save(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
+def linear_rows(layers: pd.DataFrame) -> pd.DataFrame:
+    """The seven prunable projections (every row of tables written before op kinds existed)."""
+    return layers[layers.kind.eq("linear")] if "kind" in layers else layers
+
+
+def block_rows(layers: pd.DataFrame) -> pd.DataFrame:
+    """The ops inside transformer blocks (not the embedding, final norm and lm_head)."""
+    return layers[~layers.kind.isin(["embedding", "lm_head"]) & ~layers.op.eq("final_norm")] \
+        if "kind" in layers else layers
+
+
 def ordered(layers: pd.DataFrame) -> pd.DataFrame:
     """Layers in model order: block-major, ops q, k, v, o, gate, up, down."""
     rank = {op: i for i, op in enumerate(OP_ORDER)}
@@ -83,7 +94,7 @@ def latency_per_layer(layers_by_phase: Mapping[str, pd.DataFrame], path: str | P
     fig, axes = plt.subplots(len(layers_by_phase), 1, figsize=(11, 3.4 * len(layers_by_phase)),
                              squeeze=False, constrained_layout=True)
     for ax, (phase, raw) in zip(axes[:, 0], layers_by_phase.items()):
-        df = ordered(raw)
+        df = ordered(linear_rows(raw))
         freq = freq_mhz or _freq_mhz(df)
         dense, sparse = df.dense_cycles / freq, df.sparse_cycles / freq
         x = np.arange(len(df))
@@ -96,7 +107,7 @@ def latency_per_layer(layers_by_phase: Mapping[str, pd.DataFrame], path: str | P
         _mark_blocks(ax, df)
         tokens = int(df.tokens.iloc[0]) if "tokens" in df else None
         ax.set_title(f"{phase}" + (f" ({tokens} token{'s' * (tokens != 1)})" if tokens else "")
-                     + f": per-layer latency, end-to-end {dense.sum():,.0f} µs dense -> "
+                     + f": latency of each Linear layer; all Linears {dense.sum():,.0f} µs dense -> "
                      f"{sparse.sum():,.0f} µs sparse")
         ax.set_ylabel("latency (µs)")
         ax.set_xlabel("transformer block (7 Linear layers each: q, k, v, o, gate, up, down)")
@@ -119,21 +130,26 @@ def speedup_by_op(layers_by_phase: Mapping[str, pd.DataFrame], path: str | Path)
     for i, (phase, df) in enumerate(layers_by_phase.items()):
         color = phase_color(phase, i)
         total = df.dense_cycles.sum() / max(df.sparse_cycles.sum(), 1)
+        lin = linear_rows(df)
+        linear = lin.dense_cycles.sum() / max(lin.sparse_cycles.sum(), 1)
         per_op = _speedup(df, "op").reindex(ops)
         x = np.arange(len(ops)) + (i - (len(layers_by_phase) - 1) / 2) * width
         bars = ax_op.bar(x, per_op, width, color=color, label=f"{phase} per op type")
         ax_op.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-        per_block = _speedup(df, "block").sort_index()
+        per_block = _speedup(block_rows(df), "block").sort_index()
         shown += [per_op.to_numpy(), per_block.to_numpy()]
         ax_blk.plot(per_block.index, per_block, marker=".", color=color, label=f"{phase} per block")
         for ax in (ax_op, ax_blk):
             ax.axhline(total, color=color, ls="--", lw=1.2, label=f"{phase} end-to-end {total:.2f}×")
-    ax_op.set_xticks(np.arange(len(ops)), [op.replace("_proj", "") for op in ops])
-    ax_op.set_xlabel("op type (Linear layer)")
+            if len(lin) < len(df):
+                ax.axhline(linear, color=color, ls=":", lw=1.2, label=f"{phase} Linear-only {linear:.2f}×")
+    ax_op.set_xticks(np.arange(len(ops)), [op.replace("_proj", "") for op in ops],
+                     rotation=45 if len(ops) > 8 else 0, ha="right" if len(ops) > 8 else "center")
+    ax_op.set_xlabel("op type")
     ax_op.set_title("Speedup per op type (sum over blocks)")
     ax_blk.set_xlabel("transformer block")
     ax_blk.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax_blk.set_title("Speedup per block (dashed: end-to-end)")
+    ax_blk.set_title("Speedup per block (dashed: end-to-end, dotted: Linear-only)")
     for ax in (ax_op, ax_blk):
         ax.set_ylabel("speedup vs dense (×, dense / sparse cycles)")
         ratio_axis(ax, np.concatenate(shown), zero=True, headroom=0.35)  # headroom for the legend
@@ -252,13 +268,15 @@ def _peak_and_bandwidth(hw: Mapping) -> tuple[float, float]:
 
 
 def roofline(layers: pd.DataFrame | Mapping[str, pd.DataFrame], hw: Mapping, path: str | Path) -> Path:
-    """Each op on the roofline of ``hw``; left of the ridge = memory-bound as in layers.csv's ``bound``."""
+    """Each matmul on the roofline of ``hw``; left of the ridge = memory-bound as in layers.csv's ``bound``."""
     by_phase = {"": layers} if isinstance(layers, pd.DataFrame) else dict(layers)
     peak, bpc = _peak_and_bandwidth(hw)
     ridge = peak / bpc
     fig, ax = plt.subplots(figsize=(7.5, 5.2), constrained_layout=True)
     xs, counts = [], []
     for phase, df in by_phase.items():
+        if "kind" in df:  # the PE array's roofline: matmuls only (vector ops run on the vector unit)
+            df = df[df.kind.isin(("linear", "attention", "lm_head")) & (df.compute_cycles > 0)]
         x, y = roofline_points(df, hw)
         xs.append(x)
         counts.append(f"{phase + ' ' if phase else ''}{int(df.bound.eq('memory').sum())}/{len(df)}")

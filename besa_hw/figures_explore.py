@@ -25,9 +25,10 @@ SPEEDUP_LABEL = "end-to-end speedup vs dense (×)"
 MEMORY_BOUND = "memory-bound (≥ 50% of ops)"
 OP_MARKERS = dict(zip(OP_ORDER, "o^vsDPX"))
 LINESTYLES = ("-", "--", ":", "-.")
-RATIO_METRICS = ("speedup", "energy_saving")
+RATIO_METRICS = ("speedup_e2e", "speedup_linear", "energy_saving")
 # Rows of a sweep figure: metric -> (axis label, title, column of the dense model on the same point).
-SWEEP_METRICS = {"speedup": (SPEEDUP_LABEL, "speedup", None),
+SWEEP_METRICS = {"speedup_e2e": (SPEEDUP_LABEL, "end-to-end speedup", None),
+                 "speedup_linear": ("Linear-only speedup vs dense (×)", "Linear-only speedup", None),
                  "latency_us": ("end-to-end latency (µs, lower is better)", "latency", "dense_latency_us"),
                  "energy_uj": ("energy (µJ, lower is better)", "energy", "dense_energy_uj")}
 
@@ -206,10 +207,9 @@ def sweep_heatmap(points: pd.DataFrame, x: str, y: str, path: str | Path,
 
 
 def _speedup_columns(compare: pd.DataFrame) -> list[tuple[str, str]]:
-    """(phase, column) for each end-to-end speedup_<phase> column that has numbers
-    (per-op columns such as speedup_decode_q_proj are left out)."""
-    return [(c.removeprefix("speedup_"), c) for c in compare.columns
-            if c.startswith("speedup_") and "_" not in c.removeprefix("speedup_") and compare[c].notna().any()]
+    """(phase, column) for each end-to-end ``speedup_e2e_<phase>`` column that has numbers."""
+    return [(c.removeprefix("speedup_e2e_"), c) for c in compare.columns
+            if c.startswith("speedup_e2e_") and compare[c].notna().any()]
 
 
 def _place_labels(ax: plt.Axes, names: list[str], xs: list[float], ys: list[float]) -> None:

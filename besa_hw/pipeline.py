@@ -19,6 +19,8 @@ __all__ = ["PHASE_TOKENS", "WorkloadSpec", "build_ops", "simulate", "write_table
 
 # Default tokens per phase: decode = one token (batch 1); prefill = a 2048-token prompt.
 PHASE_TOKENS = {"decode": 1, "prefill": 2048}
+# Decode attends to this many cached tokens unless told otherwise (the token after a 2048-token prompt).
+DEFAULT_CONTEXT = 2048
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class WorkloadSpec:
     phase: str = "decode"
     tokens: int | None = None  # None: the phase's default
     blocks: int | None = None  # only the first N blocks
+    context: int | None = None  # decode: cached tokens per sequence (None: DEFAULT_CONTEXT)
+    linear_only: bool = False  # only the seven projections of each block (no attention, vector ops, head)
 
     def __post_init__(self) -> None:
         if (self.run_dir is None) == (self.shape is None):
@@ -41,22 +45,28 @@ class WorkloadSpec:
             check_tokens(self.tokens)
         if self.blocks is not None and self.blocks <= 0:
             raise ValueError(f"blocks must be a positive integer, got {self.blocks}")
+        if self.context is not None and self.context <= 0:
+            raise ValueError(f"--context must be a positive integer, got {self.context}")
+        if self.context is not None and self.phase == "prefill":
+            raise ValueError("--context applies to decode; prefill attends over its own --tokens")
 
     @property
     def n_tokens(self) -> int:
         return self.tokens or PHASE_TOKENS[self.phase]
 
+    @property
+    def attention_context(self) -> int | None:
+        """Cached tokens per sequence in decode; None in prefill (causal over the prompt)."""
+        return None if self.phase == "prefill" else (self.context or DEFAULT_CONTEXT)
+
 
 def build_ops(spec: WorkloadSpec) -> list[LayerOp]:
     """The ops of a workload; masks stay on disk (or ungenerated) until simulated."""
     if spec.run_dir is not None:
-        _, ops = run_ops(spec.run_dir, spec.n_tokens)
-        if spec.blocks is not None:
-            ops = [op for op in ops if op.block < spec.blocks]
-        return ops
+        return run_ops(spec.run_dir, spec.n_tokens, spec.attention_context, spec.linear_only, spec.blocks)[1]
     shape = get_shape(spec.shape)
     blocks = range(min(spec.blocks or shape.num_hidden_layers, shape.num_hidden_layers))
-    return synthetic_ops(shape, spec.n_tokens, spec.profile, blocks)
+    return synthetic_ops(shape, spec.n_tokens, spec.profile, blocks, spec.attention_context, spec.linear_only)
 
 
 def simulate(ops: Sequence[LayerOp], hw: HardwareConfig, compute_only: bool = False,

@@ -63,12 +63,15 @@ def is_finished_run(run_dir: str | Path) -> bool:
 
 
 def simulate_run(run_dir: str | Path, hw: HardwareConfig, phases: dict[str, int], compute_only: bool = False,
-                 progress: bool = False) -> dict[str, pd.DataFrame]:
-    """Simulate a run folder's masks per phase; writes RUN_DIR/sim/<phase>/{layers,summary,blocks}.csv."""
+                 progress: bool = False, context: int | None = None,
+                 linear_only: bool = False) -> dict[str, pd.DataFrame]:
+    """Simulate a run folder's masks per phase (the whole decoder step unless ``linear_only``; decode
+    attends to ``context`` cached tokens); writes RUN_DIR/sim/<phase>/{layers,summary,blocks}.csv."""
     sim_dir = Path(run_dir) / "sim"
     totals = {}
     for phase, tokens in phases.items():
-        spec = WorkloadSpec(run_dir=str(run_dir), phase=phase, tokens=tokens)
+        spec = WorkloadSpec(run_dir=str(run_dir), phase=phase, tokens=tokens, linear_only=linear_only,
+                            context=context if phase == "decode" else None)
         layers, summary = simulate(build_ops(spec), hw, compute_only, progress, desc=f"simulate {phase}")
         write_table(layers, sim_dir / phase / "layers.csv")
         write_table(summary, sim_dir / phase / "summary.csv")

@@ -36,6 +36,7 @@ SPLIT_POLICIES = ("proportional", "fixed")
 COLUMN_SPLITS = ("auto", "threshold", "all-sparse", "all-dense")
 SPARSE_FORMATS = ("csr", "bitmap")
 MAX_PE_DIM = 1 << 16  # PE rows or columns: far beyond any built array, small enough for int64 cycle math
+ROW_SCHEDULES = ("round-robin", "balanced")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,14 @@ class HardwareConfig:
     dense_column_threshold: float = 0.75
     # Sparse-engine cycles per nonzero MAC (>= 1): index decode throughput.
     sparse_cycles_per_nnz: float = 1.0
+    # Lanes of the sparse engine (0: one per PE row). Each lane takes whole weight rows and
+    # owns sparse_pes / lanes PEs; the op lasts as long as its most-loaded lane.
+    sparse_lanes: int = 0
+    # Row-to-lane assignment: "round-robin" (row r to lane r mod lanes) or "balanced"
+    # (a compiler's static schedule: longest rows first onto the least-loaded lane).
+    row_schedule: str = "round-robin"
+    # Vector unit (RMSNorm, softmax, SiLU x up, RoPE, residual adds): element operations per cycle.
+    vector_lanes: int = 64
     weight_sram_kib: float = 53.0
     index_sram_kib: float = 20.0
     act_sram_kib: float = 53.0
@@ -69,6 +78,7 @@ class HardwareConfig:
     weight_bits: int = 8
     act_bits: int = 8
     index_bits: int = 16
+    kv_bits: int = 0  # KV-cache precision (0: act_bits)
     sparse_format: str = "csr"
     double_buffer: bool = True
     # Energy per operation, 45 nm (Horowitz, ISSCC 2014).
@@ -83,12 +93,16 @@ class HardwareConfig:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"hardware: {f} must be a positive number, got {value!r}")
         for f, most in (("pe_rows", MAX_PE_DIM), ("pe_cols", MAX_PE_DIM), ("weight_bits", 64), ("act_bits", 64),
-                        ("index_bits", 64)):
+                        ("index_bits", 64), ("vector_lanes", MAX_PE_DIM * MAX_PE_DIM)):
             value = getattr(self, f)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"hardware: {f} must be a positive integer, got {value!r}")
             if value > most:
                 raise ValueError(f"hardware: {f} must be at most {most}, got {value!r}")
+        for f, most in (("sparse_lanes", MAX_PE_DIM * MAX_PE_DIM), ("kv_bits", 64)):
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+                raise ValueError(f"hardware: {f} must be an integer in [0, {most}] (0: default), got {value!r}")
         for kind in ("weight", "index", "act", "out"):
             if self.buffer_bytes(kind) < 1:
                 halves = " (half of it per buffer with double_buffer)" if kind in ("weight", "index") else ""
@@ -104,6 +118,7 @@ class HardwareConfig:
         _check_choice("split_policy", self.split_policy, SPLIT_POLICIES)
         _check_choice("column_split", self.column_split, COLUMN_SPLITS)
         _check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
+        _check_choice("row_schedule", self.row_schedule, ROW_SCHEDULES)
         if not 0.0 < self.dense_pe_fraction < 1.0:
             raise ValueError(f"hardware: dense_pe_fraction must be in (0, 1), got {self.dense_pe_fraction}")
         if not 0.0 <= self.dense_column_threshold <= 1.0:
@@ -115,6 +130,15 @@ class HardwareConfig:
     @property
     def num_pes(self) -> int:
         return self.pe_rows * self.pe_cols
+
+    @property
+    def lanes(self) -> int:
+        """Lanes of the sparse engine (a property of the PE array, never of a tile)."""
+        return self.sparse_lanes or self.pe_rows
+
+    @property
+    def kv_bytes(self) -> float:
+        return (self.kv_bits or self.act_bits) / 8
 
     @property
     def dram_bytes_per_cycle(self) -> float:

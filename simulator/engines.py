@@ -1,20 +1,25 @@
 """The dense and the sparse compute engines: cycle arithmetic and SimPy behaviour.
 
 Cycle counts are closed-form arithmetic over mask statistics (no per-MAC loops);
-each PE performs one MAC per cycle.  Tile times are kept fractional (the engines
-are pipelined across tiles, so a tile of 1.5 cycles of work does not cost 2);
-totals are rounded up once per op.
+each PE performs one MAC per cycle.  The two engines work through their own share
+of an op's weights concurrently (ViTCoD: denser columns on the dense engine, the
+rest on the sparse one) and meet at the end of the op, so the op's compute time is
+the slower engine's.  Neither engine's time depends on how the op is tiled.
 
-Dense engine: ``P_d`` PEs share the tile's MACs evenly, zeros included:
+Dense engine: ``P_d`` PEs share the op's MACs evenly, zeros included:
 ``tokens * rows * dense_cols / P_d``.
 
-Sparse engine, row-to-lane assignment: a tile of R rows is spread over
-``L = min(R, P_s)`` lanes, row r of the tile going to lane ``r mod L``; each lane
-gets ``P_s / L`` PEs that split its nonzero MACs (over tokens and nonzeros)
-evenly.  The tile takes as long as its most-loaded lane:
-``tokens * cycles_per_nnz * max_lane_nnz * L / P_s``.  Rows with uneven sparsity
-therefore cost more than even rows with the same total, which is the load
-imbalance that BESA's row-wise allocation can create.
+Sparse engine: ``L`` lanes, a property of the PE array (``HardwareConfig.lanes``,
+one per PE row unless set), each owning ``P_s / L`` PEs (at least one).  Whole
+weight rows are assigned to lanes for the whole op by a stated scheduler:
+"round-robin" sends row r to lane ``r mod L``; "balanced" is a compiler's static
+schedule (rows in decreasing nonzero count, each round of ``L`` rows onto the
+lanes in increasing load; the round-robin order is kept where it is better, so
+"balanced" is never slower).  A lane's PEs split its nonzero MACs (over tokens
+and nonzeros) evenly, and the engine takes as long as its most-loaded lane:
+``tokens * cycles_per_nnz * max_lane_nnz / (P_s / L)``.  Rows with uneven sparsity
+therefore cost more than even rows with the same total: the load imbalance that
+BESA's row-wise allocation can create.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-__all__ = ["split_pes", "dense_step_cycles", "sparse_lanes", "sparse_step_cycles", "Engine"]
+__all__ = ["split_pes", "dense_cycles", "lane_loads", "sparse_cycles", "Engine"]
 
 
 def split_pes(total: int, dense_work: float, sparse_work: float, policy: str,
@@ -44,52 +49,42 @@ def split_pes(total: int, dense_work: float, sparse_work: float, policy: str,
     return p_dense, total - p_dense
 
 
-def dense_step_cycles(tokens: np.ndarray, rows: np.ndarray, cols: np.ndarray, pes: int) -> np.ndarray:
-    """Cycles of the dense engine on each tile (zeros in the dense columns included)."""
-    macs = np.asarray(rows, dtype=np.float64) * tokens * cols
+def dense_cycles(tokens: float, rows: int, cols: int, pes: int) -> float:
+    """Cycles of the dense engine on an op: every MAC of its columns, zeros included."""
+    macs = float(tokens) * rows * cols
     if pes == 0:
-        if np.any(macs):
+        if macs:
             raise ValueError("dense columns but no dense PEs")
-        return np.zeros_like(macs)
+        return 0.0
     return macs / pes
 
 
-def sparse_lanes(row_nnz: np.ndarray, rows_per_tile: int, pes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Max lane load (nonzeros) and PEs per lane of each tile of ``rows_per_tile`` rows.
+def lane_loads(row_nnz: np.ndarray, lanes: int, schedule: str = "round-robin") -> np.ndarray:
+    """Nonzeros assigned to each of ``lanes`` lanes, whole rows at a time (see the module doc)."""
+    row_nnz = np.asarray(row_nnz, dtype=np.int64)
+    rr = np.bincount(np.arange(row_nnz.size) % lanes, weights=row_nnz, minlength=lanes)
+    if schedule == "round-robin" or row_nnz.size <= lanes:
+        return rr
+    order = np.sort(row_nnz)[::-1]  # longest rows first
+    rounds = -(-order.size // lanes)
+    padded = np.zeros(rounds * lanes, dtype=np.int64)
+    padded[: order.size] = order
+    loads = np.zeros(lanes, dtype=np.float64)
+    for chunk in padded.reshape(rounds, lanes):  # chunk is in decreasing order
+        loads[np.argsort(loads, kind="stable")] += chunk  # largest row onto the least-loaded lane
+    return loads if loads.max() <= rr.max() else rr
 
-    Returns two arrays of length n_tiles = ceil(len(row_nnz) / rows_per_tile).
-    """
-    n_rows = row_nnz.size
-    n_tiles = -(-n_rows // rows_per_tile)
-    padded = np.zeros(n_tiles * rows_per_tile, dtype=np.int64)
-    padded[:n_rows] = row_nnz
-    tiles = padded.reshape(n_tiles, rows_per_tile)  # (tiles, R)
-    rows_in_tile = np.full(n_tiles, rows_per_tile, dtype=np.int64)
-    rows_in_tile[-1] = n_rows - (n_tiles - 1) * rows_per_tile
+
+def sparse_cycles(tokens: float, row_nnz: np.ndarray, pes: int, lanes: int, schedule: str,
+                  cycles_per_nnz: float) -> float:
+    """Cycles of the sparse engine on an op: its most-loaded lane (see the module doc)."""
+    row_nnz = np.asarray(row_nnz)
+    if not row_nnz.any():
+        return 0.0
     if pes == 0:
-        return tiles.max(axis=1), np.zeros(n_tiles)
-    lanes = min(rows_per_tile, pes)
-    if rows_per_tile > pes:  # several rows per lane: round-robin, sum per lane
-        width = -(-rows_per_tile // lanes) * lanes
-        wide = np.zeros((n_tiles, width), dtype=np.int64)
-        wide[:, :rows_per_tile] = tiles
-        lane_load = wide.reshape(n_tiles, width // lanes, lanes).sum(axis=1).max(axis=1)
-    else:
-        lane_load = tiles.max(axis=1)
-    pes_per_lane = pes / np.minimum(rows_in_tile, pes)
-    return lane_load, pes_per_lane
-
-
-def sparse_step_cycles(tokens: np.ndarray, lane_load: np.ndarray, pes_per_lane: np.ndarray,
-                       cycles_per_nnz: float) -> np.ndarray:
-    """Cycles of the sparse engine on each tile: its most-loaded lane."""
-    work = np.asarray(lane_load, dtype=np.float64) * tokens * cycles_per_nnz
-    busy = lane_load > 0
-    if np.any(busy & (pes_per_lane == 0)):
         raise ValueError("sparse columns but no sparse PEs")
-    out = np.zeros_like(work)
-    np.divide(work, pes_per_lane, out=out, where=busy)
-    return out
+    lanes = max(1, min(lanes, pes))
+    return float(tokens) * cycles_per_nnz * float(lane_loads(row_nnz, lanes, schedule).max()) * lanes / pes
 
 
 class Engine:

@@ -13,15 +13,15 @@ __all__ = ["row_bytes", "DramChannel"]
 
 
 def row_bytes(hw: HardwareConfig, in_features: int, dense_cols: int,
-              row_nnz_sparse: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+              row_nnz_sparse: np.ndarray | None, weight_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bytes each weight row occupies in the weight and in the index buffer.
 
     Dense columns are stored as plain values (zeros included).  The sparse part is
     stored as values plus either CSR column indices (one index per nonzero and one
     row pointer) or a bitmap (one bit per sparse column).  ``row_nnz_sparse`` is
-    None for a fully dense op.
+    None for a fully dense op.  ``weight_bits`` overrides ``hw.weight_bits`` (e.g. a KV cache).
     """
-    wb = hw.weight_bits / 8
+    wb = (hw.weight_bits if weight_bits is None else weight_bits) / 8
     if row_nnz_sparse is None:
         return np.array([in_features * wb]), np.array([0.0])
     values = dense_cols * wb + row_nnz_sparse * wb  # (rows,)

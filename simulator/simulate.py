@@ -12,9 +12,10 @@ from simulator.accelerator import Accelerator, SimResult
 from simulator.config import HardwareConfig
 from simulator.partition import MaskStats, mask_stats
 from simulator.tiling import Plan, plan_op
+from simulator.vector import plan_vector
 from simulator.workload import LayerOp
 
-__all__ = ["OpResult", "Simulator", "results_frame", "summarize", "LAYER_COLUMNS"]
+__all__ = ["OpResult", "Simulator", "results_frame", "summarize", "step_metrics", "LAYER_COLUMNS"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class OpResult:
     block: int
     op: str
     name: str
+    kind: str  # linear, attention, vector, lm_head, embedding
     out_features: int
     in_features: int
     tokens: int
@@ -48,8 +50,8 @@ class OpResult:
     dense_columns: int
     dense_pes: int
     sparse_pes: int
-    rows_per_tile: int
-    dataflow: str
+    tiling: str  # the chosen mapping: loop order and tile sizes (tokens m, rows n, reduction k)
+    dataflow: str  # its loop order
 
 
 LAYER_COLUMNS = [f.name for f in dataclasses.fields(OpResult)]
@@ -65,12 +67,28 @@ class Simulator:
         self.compute_only = compute_only
         self.max_steps = max_steps
         self.accelerator = Accelerator(hw, compute_only)
-        self._dense: dict[tuple[int, int, int], tuple[Plan, SimResult]] = {}
+        self._dense: dict[tuple, tuple[Plan, SimResult]] = {}
 
-    def dense(self, out_f: int, in_f: int, tokens: int) -> tuple[Plan, SimResult]:
-        key = (out_f, in_f, tokens)
+    def dense(self, out_f: int, in_f: int, tokens: int, weight_bits: int | None = None, repeat: int = 1,
+              causal: bool = False) -> tuple[Plan, SimResult]:
+        """Plan and SimPy result of a dense matmul (the baseline of a Linear, or an attention op)."""
+        key = ("matmul", out_f, in_f, tokens, weight_bits, repeat, causal)
         if key not in self._dense:
-            plan = plan_op(out_f, in_f, tokens, self.hw, in_f, None, self.max_steps)
+            plan = plan_op(out_f, in_f, tokens, self.hw, in_f, None, self.max_steps, weight_bits=weight_bits,
+                           repeat=repeat, causal=causal)
+            self._dense[key] = (plan, self.accelerator.run(plan))
+        return self._dense[key]
+
+    def baseline(self, op: LayerOp) -> tuple[Plan, SimResult]:
+        """The op without pruning: a dense matmul, or the vector unit's chunks."""
+        if op.is_matmul:
+            bits = (self.hw.kv_bits or self.hw.act_bits) if op.kind == "attention" else op.weight_bits
+            return self.dense(op.out_features, op.in_features, op.tokens, bits, op.repeat, op.causal)
+        elements = op.repeat * op.tokens * op.out_features
+        key = ("vector", elements, op.ops_per_element, op.inputs, op.weight_bits, op.kind)
+        if key not in self._dense:
+            bits = self.hw.weight_bits if op.kind == "embedding" else op.weight_bits
+            plan = plan_vector(elements, op.ops_per_element, op.inputs, self.hw, bits, self.max_steps)
             self._dense[key] = (plan, self.accelerator.run(plan))
         return self._dense[key]
 
@@ -91,9 +109,9 @@ class Simulator:
     def run_op(self, op: LayerOp, stats: MaskStats | None = None) -> OpResult:
         """Simulate one op; pass precomputed `stats` to skip reading its mask."""
         stats = self.stats(op) if stats is None else stats
-        dense_plan, dense_res = self.dense(op.out_features, op.in_features, op.tokens)
+        dense_plan, dense_res = self.baseline(op)
         if stats is None:
-            plan, res, nnz = dense_plan, dense_res, op.out_features * op.in_features
+            plan, res, nnz = dense_plan, dense_res, op.weights
         else:
             plan = self.sparse_plan(stats, op.tokens)
             res, nnz = self.accelerator.run(plan), stats.nnz
@@ -117,20 +135,20 @@ class Simulator:
         # Perfectly balanced sparse engine: its work spread evenly over its PEs.
         balanced = hw.sparse_cycles_per_nnz * plan.sparse_macs / plan.sparse_pes if plan.sparse_pes else 0.0
         return OpResult(
-            block=op.block, op=op.op, name=op.name, out_features=op.out_features,
+            block=op.block, op=op.op, name=op.name, kind=op.kind, out_features=op.out_features,
             in_features=op.in_features, tokens=op.tokens, nnz=nnz,
-            sparsity=1.0 - nnz / (op.out_features * op.in_features),
+            sparsity=1.0 - nnz / op.weights if op.weights else 0.0,
             dense_cycles=dres.total_cycles, sparse_cycles=res.total_cycles,
             speedup=dres.total_cycles / total, latency_us=hw.cycles_to_us(res.total_cycles),
             dense_engine_cycles=res.dense_engine_cycles, sparse_engine_cycles=res.sparse_engine_cycles,
             compute_cycles=res.compute_cycles, memory_cycles=res.memory_cycles,
             stall_cycles=res.stall_cycles, utilization=plan.macs / (hw.num_pes * total),
-            load_imbalance=float(plan.sparse_cycles.sum()) / balanced if balanced > 0 else 1.0,
+            load_imbalance=plan.sparse_total / balanced if balanced > 0 else 1.0,
             dram_bytes=plan.dram_bytes, dense_dram_bytes=dplan.dram_bytes,
             energy_pj=self.energy_pj(plan), dense_energy_pj=self.energy_pj(dplan),
             bound="memory" if res.memory_cycles > res.compute_cycles else "compute",
             dense_columns=plan.dense_cols, dense_pes=plan.dense_pes, sparse_pes=plan.sparse_pes,
-            rows_per_tile=plan.rows_per_tile, dataflow=plan.dataflow,
+            tiling=plan.tiling, dataflow=plan.dataflow,
         )
 
 
@@ -140,18 +158,44 @@ def results_frame(results: list[OpResult]) -> pd.DataFrame:
 
 _SUMS = ["nnz", "dense_cycles", "sparse_cycles", "compute_cycles", "memory_cycles", "stall_cycles",
          "dram_bytes", "dense_dram_bytes", "energy_pj", "dense_energy_pj"]
+WEIGHT_KINDS = ("linear", "lm_head")
 
 
 def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
-    """Totals per op type (or per block) plus a final ``total`` row; speedup = sum dense / sum sparse."""
-    df = layers.assign(params=layers.out_features * layers.in_features)
-    groups = df.groupby(by, sort=False)[_SUMS + ["params"]].sum()
-    groups.loc["total"] = df[_SUMS + ["params"]].sum()
-    groups["count"] = list(df.groupby(by, sort=False).size()) + [len(df)]
-    groups["sparsity"] = 1.0 - groups.nnz / groups.params
+    """Totals per op type (or per block), then a ``linear`` row (the seven prunable projections:
+    what pruning changes) and a final ``total`` row (the whole decoder step: end-to-end).
+
+    Speedup = sum dense / sum sparse; sparsity is over the weights of Linears and lm_head.
+    """
+    kind = layers["kind"] if "kind" in layers else pd.Series("linear", index=layers.index)
+    df = layers.assign(params=(layers.out_features * layers.in_features).where(kind.isin(WEIGHT_KINDS), 0))
+    cols = _SUMS + ["params"]
+    groups = df.groupby(by, sort=False)[cols].sum()
+    counts = list(df.groupby(by, sort=False).size())
+    if by == "op":
+        groups.loc["linear"] = df[kind.eq("linear")][cols].sum()
+        counts.append(int(kind.eq("linear").sum()))
+    groups.loc["total"] = df[cols].sum()
+    groups["count"] = counts + [len(df)]
+    groups["sparsity"] = 1.0 - groups.nnz / groups.params.where(groups.params > 0)
+    groups["sparsity"] = groups.sparsity.fillna(0.0)
     groups["speedup"] = groups.dense_cycles / groups.sparse_cycles.clip(lower=1)
     groups["energy_saving"] = groups.dense_energy_pj / groups.energy_pj.clip(lower=1e-12)
     out = groups.drop(columns="params").reset_index().rename(columns={"index": by})
     return out[[by, "count", "sparsity", "dense_cycles", "sparse_cycles", "speedup", "compute_cycles",
                 "memory_cycles", "stall_cycles", "dram_bytes", "dense_dram_bytes", "energy_pj",
                 "dense_energy_pj", "energy_saving"]]
+
+
+def step_metrics(summary: pd.DataFrame, hw: HardwareConfig, tokens: int) -> dict[str, float]:
+    """Headline numbers of one simulated step (a `summarize` table): Linear-only and end-to-end
+    speedup, latency in ms at the preset clock and tokens/s (``tokens`` produced or consumed by
+    the step: the batch in decode, the prompt in prefill), sparse and dense."""
+    rows = summary.set_index(summary.columns[0])
+    total = rows.loc["total"]
+    linear = rows.loc["linear"] if "linear" in rows.index else total
+    ms, dense_ms = hw.cycles_to_us(total.sparse_cycles) / 1e3, hw.cycles_to_us(total.dense_cycles) / 1e3
+    return {"speedup_linear": float(linear.speedup), "speedup_e2e": float(total.speedup),
+            "latency_ms": ms, "dense_latency_ms": dense_ms,
+            "tokens_per_s": tokens / (ms / 1e3) if ms > 0 else float("inf"),
+            "dense_tokens_per_s": tokens / (dense_ms / 1e3) if dense_ms > 0 else float("inf")}

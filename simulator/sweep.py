@@ -123,14 +123,20 @@ def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]],
 
 
 def point_totals(tidy: pd.DataFrame, params: list[str]) -> pd.DataFrame:
-    """One row per point: end-to-end cycles, speedup, energy and the memory-bound share."""
-    g = tidy.assign(memory_bound=tidy.bound.eq("memory"), params_=tidy.out_features * tidy.in_features)
+    """One row per point: cycles, Linear-only and end-to-end speedup, latency, energy, memory-bound share."""
+    kind = tidy["kind"] if "kind" in tidy else pd.Series("linear", index=tidy.index)
+    g = tidy.assign(memory_bound=tidy.bound.eq("memory"),
+                    params_=(tidy.out_features * tidy.in_features).where(kind.isin(("linear", "lm_head")), 0),
+                    lin_dense=tidy.dense_cycles.where(kind.eq("linear"), 0),
+                    lin_sparse=tidy.sparse_cycles.where(kind.eq("linear"), 0))
     agg = g.groupby("point", sort=True).agg(
         **{p: (p, "first") for p in params}, ops=("op", "size"), nnz=("nnz", "sum"), weights=("params_", "sum"),
         dense_cycles=("dense_cycles", "sum"), sparse_cycles=("sparse_cycles", "sum"),
+        lin_dense=("lin_dense", "sum"), lin_sparse=("lin_sparse", "sum"),
         latency_us=("latency_us", "sum"), energy_pj=("energy_pj", "sum"),
         dense_energy_pj=("dense_energy_pj", "sum"), memory_bound_fraction=("memory_bound", "mean"))
     agg["sparsity"] = 1.0 - agg.nnz / agg.weights
-    agg["speedup"] = agg.dense_cycles / agg.sparse_cycles.clip(lower=1)
+    agg["speedup_linear"] = agg.lin_dense / agg.lin_sparse.clip(lower=1)
+    agg["speedup_e2e"] = agg.dense_cycles / agg.sparse_cycles.clip(lower=1)
     agg["energy_saving"] = agg.dense_energy_pj / agg.energy_pj
-    return agg.drop(columns=["nnz", "weights"]).reset_index()
+    return agg.drop(columns=["nnz", "weights", "lin_dense", "lin_sparse"]).reset_index()

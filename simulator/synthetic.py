@@ -115,7 +115,8 @@ def _loader(shape: tuple[int, int], block: int, op: str, profile: AllocationProf
     return load
 
 
-def synthetic_ops(shape: ModelShape, tokens: int, profile: AllocationProfile,
-                  blocks: range | None = None) -> list[LayerOp]:
-    """Ops of `shape` with lazily generated masks following `profile`."""
-    return model_ops(shape, tokens, lambda b, op, s: _loader(s, b, op, profile), blocks)
+def synthetic_ops(shape: ModelShape, tokens: int, profile: AllocationProfile, blocks: range | None = None,
+                  context: int | None = None, linear_only: bool = False) -> list[LayerOp]:
+    """Ops of `shape` with lazily generated masks following `profile` (``context``/``linear_only``
+    as in `model_ops`)."""
+    return model_ops(shape, tokens, lambda b, op, s: _loader(s, b, op, profile), blocks, context, linear_only)

@@ -1,38 +1,37 @@
-"""Tiling and dataflow of one Linear op: the list of steps the accelerator executes.
+"""The steps the accelerator executes for one matmul: its mapping's tiles, as arrays for SimPy.
 
-Weights are tiled by output rows: a tile holds as many rows as fit the weight and
-index buffers (half of each when double buffering).  A row too wide for a buffer
-is cut into column chunks (each chunk assumed to hold an equal share of the
-row's nonzeros, rounded up).  Activations (tokens x in_features) stay resident
-when they fit the activation buffer; otherwise the cheaper (in DRAM bytes) of two
-loop orders is used:
+``dataflow.best_mapping`` picks the tile sizes and loop order with the fewest DRAM
+bytes (closed form); this module lays the mapping's tiles out in loop order, each
+with the bytes it loads (a weight tile, an activation tile, or nothing when that
+operand stays resident), the outputs it writes (after the last reduction tile) and
+its compute time.  The engines work decoupled over the whole op (``engines.py``),
+so an op's compute time is fixed by the mask and the PE array alone, never by the
+tiling; each tile gets the share of it that its MACs are of the op's.
 
-* ``weight-stationary``: each weight tile is loaded once and all activations are
-  re-streamed for it;
-* ``token-chunked``: as many tokens as fit the buffer are loaded, and all weights
-  are streamed once per chunk of tokens.
-
-Outputs (tokens x out_features, at activation precision) are written back once.
 Consecutive tiles are merged, the same number into every step, into at most
 ``max_steps`` SimPy steps (their bytes and cycles add up), which bounds the event
 count; merging only coarsens pipeline fill/drain, by at most one step.
+
+An op may repeat (``repeat``: one matmul per KV head in attention) and may be causal
+(prefill attention): a causal op skips the tiles above the diagonal, approximated
+by scaling its MACs and its weight-side operand reads by ``(M + 1) / (2M)``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from simulator.config import HardwareConfig
-from simulator.engines import dense_step_cycles, sparse_lanes, sparse_step_cycles, split_pes
+from simulator.dataflow import Mapping, best_mapping
+from simulator.engines import dense_cycles, sparse_cycles, split_pes
 from simulator.memory import row_bytes
 
-__all__ = ["Plan", "plan_op", "MAX_TILE_STEPS"]
+__all__ = ["Plan", "plan_op", "plan_steps", "merge_steps", "MAX_TILE_STEPS"]
 
-# Tile steps one op may unroll before they are merged (tiles x passes): ~2**26 steps already
-# take gigabytes and seconds per plan; beyond that a workload is refused rather than exhaust memory.
+# Tiles one op may unroll before they are merged: ~2**26 already take gigabytes and seconds per
+# plan; beyond that a workload is refused rather than exhaust memory.
 MAX_TILE_STEPS = 1 << 26
 
 
@@ -44,16 +43,15 @@ class Plan:
     write_bytes: np.ndarray  # (steps,) SRAM -> DRAM: outputs
     dense_cycles: np.ndarray  # (steps,)
     sparse_cycles: np.ndarray  # (steps,)
-    step_cycles: np.ndarray  # (steps,) compute time of a step: engines synchronise per tile
+    step_cycles: np.ndarray  # (steps,) compute time of a step (the slower engine's share)
     dense_pes: int
     sparse_pes: int
     dense_cols: int
-    rows_per_tile: int
-    col_chunks: int
-    passes: int
-    dataflow: str
     macs: int  # MACs performed (zeros in dense columns included)
     sparse_macs: int  # of which on the sparse engine (nonzeros only)
+    sparse_total: float  # the sparse engine's cycles over the op (its most-loaded lane)
+    tiling: str = ""  # the chosen mapping, e.g. "n>m>k m13 n6 k4096"
+    dataflow: str = ""  # its loop order
 
     @property
     def dram_bytes(self) -> float:
@@ -61,7 +59,7 @@ class Plan:
 
     @property
     def compute_cycles(self) -> float:
-        """Closed form with free memory: the sum over tiles of the slower engine."""
+        """Closed form with free memory: the slower engine over the whole op."""
         return float(self.step_cycles.sum())
 
     def estimate_cycles(self, bytes_per_cycle: float | None, double_buffer: bool) -> float:
@@ -72,109 +70,49 @@ class Plan:
         return max(self.compute_cycles, memory) if double_buffer else self.compute_cycles + memory
 
 
-def _rows_per_tile(hw: HardwareConfig, values: np.ndarray, index: np.ndarray, out_f: int) -> tuple[int, int]:
-    """(rows per tile, column chunks per row) so a tile fits the weight and index buffers."""
-    w_cap, i_cap = hw.buffer_bytes("weight"), hw.buffer_bytes("index")
-    v_max, i_max = float(values.max()), float(index.max())
-    need = max(v_max / w_cap, i_max / i_cap if i_max > 0 else 0.0)
-    if need > 1.0:
-        return 1, math.ceil(need)
-    rows = int(w_cap // v_max) if v_max > 0 else out_f
-    if i_max > 0:
-        rows = min(rows, int(i_cap // i_max))
-    return max(1, min(rows, out_f)), 1
+def _extents(total: int, tile: int) -> np.ndarray:
+    n = -(-total // tile)
+    out = np.full(n, tile, dtype=np.int64)
+    out[-1] = total - tile * (n - 1)
+    return out
 
 
-def _tile_sums(per_row: np.ndarray, rows: int, out_f: int) -> np.ndarray:
-    if per_row.size == 1:  # same bytes in every row (dense)
-        counts = np.full(-(-out_f // rows), rows, dtype=np.float64)
-        counts[-1] = out_f - rows * (counts.size - 1)
-        return counts * float(per_row[0])
-    return np.add.reduceat(per_row.astype(np.float64), np.arange(0, out_f, rows))
+def plan_steps(mp: Mapping, m: int, n: int, k: int, row_bytes_all: np.ndarray, row_work: np.ndarray,
+               act_bytes: float, out_bytes: float) -> dict[str, np.ndarray]:
+    """The tiles of ``mp`` in loop order: load and write bytes and a work weight per tile.
 
-
-def _dataflow(hw: HardwareConfig, in_f: int, tokens: int, weight_bytes: float,
-              n_row_tiles: int) -> tuple[str, int]:
-    """Loop order and tokens per pass; raises when one token's input does not fit."""
-    act_vec = in_f * hw.act_bits / 8
-    act_cap = hw.buffer_bytes("act")
-    if tokens * act_vec <= act_cap:
-        return "resident", tokens
-    per_chunk = int(act_cap // act_vec)
-    if per_chunk < 1:
-        raise ValueError(
-            f"activation buffer ({hw.act_sram_kib} KiB) cannot hold one token's {in_f}-wide input "
-            f"({act_vec / 1024:.1f} KiB); raise act_sram_kib")
-    passes = -(-tokens // per_chunk)
-    weight_stationary = weight_bytes + n_row_tiles * tokens * act_vec
-    token_chunked = passes * weight_bytes + tokens * act_vec
-    if weight_stationary <= token_chunked:
-        return "weight-stationary", tokens
-    return "token-chunked", per_chunk
-
-
-def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: int,
-            row_nnz_sparse: np.ndarray | None, max_steps: int = 256) -> Plan:
-    """Tile one op.  ``row_nnz_sparse`` None means the dense baseline (every PE dense)."""
-    dense = row_nnz_sparse is None
-    values, index = row_bytes(hw, in_f, dense_cols, row_nnz_sparse)
-    rows, chunks = _rows_per_tile(hw, values, index, out_f)
-    tile_bytes = (_tile_sums(values, rows, out_f) + _tile_sums(index, rows, out_f)) / chunks
-    n_rt = tile_bytes.size
-    rows_t = np.full(n_rt, rows, dtype=np.int64)
-    rows_t[-1] = out_f - rows * (n_rt - 1)
-    nnz_s = np.zeros(out_f, dtype=np.int64) if dense else row_nnz_sparse
-    if dense:
-        p_dense, p_sparse = hw.num_pes, 0
+    ``row_bytes_all`` (n,) or (1,): each weight row's stored bytes over all of K; ``row_work``
+    (n,) or (1,): each row's compute per token (cycles, summed over both engines' shares).
+    """
+    em, en, ek = _extents(m, mp.tm), _extents(n, mp.tn), _extents(k, mp.tk)
+    starts = np.arange(0, n, mp.tn)
+    if row_bytes_all.size == 1:
+        w_tile, work_tile = en * float(row_bytes_all[0]), en * float(row_work[0])
     else:
-        p_dense, p_sparse = split_pes(hw.num_pes, out_f * dense_cols,
-                                      hw.sparse_cycles_per_nnz * float(nnz_s.sum()),
-                                      hw.split_policy, hw.dense_pe_fraction)
-    lane_load, pes_per_lane = sparse_lanes(nnz_s, rows, p_sparse)
-    # One entry per (row tile, column chunk), row-tile major.
-    base = {
-        "bytes": np.repeat(tile_bytes, chunks),
-        "rows": np.repeat(rows_t, chunks),
-        "lane": np.repeat(-(-lane_load // chunks), chunks),
-        "ppl": np.repeat(pes_per_lane, chunks),
-        "last": np.tile(np.arange(chunks) == chunks - 1, n_rt),
-    }
-    dataflow, per_pass = _dataflow(hw, in_f, tokens, float(tile_bytes.sum() * chunks), n_rt)
-    full, rest = divmod(tokens, per_pass)
-    # Only the token-chunked loop order has several passes, and all its full passes are identical.
-    passes = [(per_pass, full)] + ([(rest, 1)] if rest else [])
-    n_steps = base["bytes"].size * (full + bool(rest))
-    if n_steps > MAX_TILE_STEPS:
-        raise ValueError(
-            f"{tokens} tokens through a {out_f}x{in_f} Linear need {n_steps} tile steps ({dataflow}), more than "
-            f"the simulator's limit of {MAX_TILE_STEPS}; lower the tokens or raise act_sram_kib/weight_sram_kib")
-    steps = [_pass_steps(base, t, dataflow, in_f, -(-dense_cols // chunks), chunks, p_dense, hw)
-             for t, _ in passes]
-    arrays = {k: np.concatenate([np.tile(st[k], n) for st, (_, n) in zip(steps, passes)]) for k in steps[0]}
-    arrays = _merge(arrays, max_steps)
-    sparse_macs = tokens * int(nnz_s.sum())
-    macs = tokens * out_f * dense_cols + sparse_macs
-    return Plan(arrays["load"], arrays["write"], arrays["dense"], arrays["sparse"], arrays["step"],
-                p_dense, p_sparse,
-                dense_cols, rows, chunks, full + bool(rest), dataflow, macs, sparse_macs)
+        w_tile = np.add.reduceat(row_bytes_all.astype(np.float64), starts)
+        work_tile = np.add.reduceat(row_work.astype(np.float64), starts)
+    kf = ek / k  # share of K in each reduction tile
+    # Broadcast to (outer, middle, k) in loop order.
+    if mp.order == "n>m>k":
+        w = (w_tile[:, None, None] * kf[None, None, :])
+        w = w * ((np.arange(em.size)[None, :, None] == 0) | (mp.weight_reads > 1))
+        a = em[None, :, None] * ek[None, None, :] * act_bytes
+        a = a * ((np.arange(en.size)[:, None, None] == 0) | (mp.act_reads > 1))
+        o = (en[:, None, None] * em[None, :, None]) * out_bytes * (np.arange(ek.size) == ek.size - 1)
+        work = work_tile[:, None, None] * em[None, :, None] * kf[None, None, :]
+    else:
+        a = em[:, None, None] * ek[None, None, :] * act_bytes
+        a = a * ((np.arange(en.size)[None, :, None] == 0) | (mp.act_reads > 1))
+        w = w_tile[None, :, None] * kf[None, None, :]
+        w = w * ((np.arange(em.size)[:, None, None] == 0) | (mp.weight_reads > 1))
+        o = (em[:, None, None] * en[None, :, None]) * out_bytes * (np.arange(ek.size) == ek.size - 1)
+        work = em[:, None, None] * work_tile[None, :, None] * kf[None, None, :]
+    shape = np.broadcast_shapes(w.shape, a.shape, o.shape, work.shape)
+    return {"w": np.broadcast_to(w, shape).ravel(), "a": np.broadcast_to(a, shape).ravel(),
+            "write": np.broadcast_to(o, shape).ravel(), "work": np.broadcast_to(work, shape).ravel()}
 
 
-def _pass_steps(base: dict, tokens: int, dataflow: str, in_f: int, cols: int,
-                chunks: int, p_dense: int, hw: HardwareConfig) -> dict[str, np.ndarray]:
-    """One pass of `tokens` tokens over every tile; each pass loads its activations."""
-    ab = hw.act_bits / 8
-    load = base["bytes"].copy()
-    if dataflow == "weight-stationary":
-        load += tokens * in_f * ab / chunks  # activations re-streamed for every tile
-    else:  # resident (one pass) or token-chunked: loaded with the pass's first tile
-        load[0] += tokens * in_f * ab
-    dense = dense_step_cycles(tokens, base["rows"], cols, p_dense)
-    sparse = sparse_step_cycles(tokens, base["lane"], base["ppl"], hw.sparse_cycles_per_nnz)
-    return {"load": load, "write": base["rows"] * tokens * ab * base["last"],
-            "dense": dense, "sparse": sparse, "step": np.maximum(dense, sparse)}
-
-
-def _merge(arrays: dict[str, np.ndarray], max_steps: int) -> dict[str, np.ndarray]:
+def merge_steps(arrays: dict[str, np.ndarray], max_steps: int) -> dict[str, np.ndarray]:
     """Merge every ``g`` consecutive tiles into one step, ``g`` the same for all steps.
 
     Equal groups act like a ``g``-times larger tile buffer; unequal groups would
@@ -186,3 +124,48 @@ def _merge(arrays: dict[str, np.ndarray], max_steps: int) -> dict[str, np.ndarra
     group = -(-n // max_steps)
     starts = np.arange(0, n, group)
     return {k: np.add.reduceat(v, starts) for k, v in arrays.items()}
+
+
+def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: int,
+            row_nnz_sparse: np.ndarray | None, max_steps: int = 256, *, weight_bits: int | None = None,
+            repeat: int = 1, causal: bool = False) -> Plan:
+    """Map one matmul (``repeat`` times).  ``row_nnz_sparse`` None means dense (every PE dense).
+
+    ``weight_bits`` overrides the weight-side operand's precision (the KV cache in attention).
+    """
+    dense = row_nnz_sparse is None
+    wb = hw.weight_bits if weight_bits is None else weight_bits
+    values, index = row_bytes(hw, in_f, dense_cols, row_nnz_sparse, weight_bits=wb)
+    nnz_s = np.zeros(1, dtype=np.int64) if dense else np.asarray(row_nnz_sparse, dtype=np.int64)
+    sparse_nnz = int(nnz_s.sum())
+    if dense:
+        p_dense, p_sparse = hw.num_pes, 0
+    else:
+        p_dense, p_sparse = split_pes(hw.num_pes, out_f * dense_cols, hw.sparse_cycles_per_nnz * sparse_nnz,
+                                      hw.split_policy, hw.dense_pe_fraction)
+    frac = (tokens + 1) / (2 * tokens) if causal else 1.0
+    d_total = frac * dense_cycles(tokens, out_f, dense_cols, p_dense)
+    s_total = frac * sparse_cycles(tokens, nnz_s, p_sparse, hw.lanes, hw.row_schedule, hw.sparse_cycles_per_nnz)
+    ab, ob = hw.act_bits / 8, hw.act_bits / 8
+    total_bytes = float(values.sum() + index.sum()) * (out_f if values.size == 1 else 1)
+    mp = best_mapping(tokens, out_f, in_f, hw, float(values.max()), float(index.max()), total_bytes, ab, ob)
+    if mp.tiles * repeat > MAX_TILE_STEPS:
+        raise ValueError(
+            f"{tokens} tokens through a {out_f}x{in_f} matmul need {mp.tiles * repeat} tiles ({mp.label}), more "
+            f"than the simulator's limit of {MAX_TILE_STEPS}; lower the tokens or raise the SRAM sizes")
+    # Per-row work per token: the dense columns on P_d PEs, the row's nonzeros on P_s PEs.
+    row_work = dense_cols / p_dense if p_dense else 0.0
+    row_work = row_work + (hw.sparse_cycles_per_nnz * nnz_s / p_sparse if p_sparse else 0.0)
+    row_work = np.broadcast_to(np.atleast_1d(row_work), values.shape)
+    steps = plan_steps(mp, tokens, out_f, in_f, values + index, row_work, ab, ob)
+    share = steps["work"] / steps["work"].sum() if steps["work"].sum() > 0 else np.full(steps["work"].size,
+                                                                                     1 / steps["work"].size)
+    arrays = {"load": steps["w"] * frac + steps["a"], "write": steps["write"],
+              "dense": d_total * share, "sparse": s_total * share, "step": max(d_total, s_total) * share}
+    if repeat > 1:
+        arrays = {key: np.tile(v, repeat) for key, v in arrays.items()}
+    arrays = merge_steps(arrays, max_steps)
+    macs = repeat * round(frac * tokens * (out_f * dense_cols + sparse_nnz))
+    return Plan(arrays["load"], arrays["write"], arrays["dense"], arrays["sparse"], arrays["step"],
+                p_dense, p_sparse, dense_cols, macs, repeat * round(frac * tokens * sparse_nnz),
+                repeat * s_total, mp.label, mp.order)

@@ -1,13 +1,29 @@
-"""Workloads: the Linear layers of a LLaMA-family transformer as a list of `LayerOp`s.
+"""Workloads: the ops of a LLaMA-family decoder step as a list of `LayerOp`s.
 
-Masks are loaded lazily, one op at a time, so whole 7B/70B models stream through
-the simulator with one layer's mask in memory.
+Every op has a ``kind``:
+
+* ``linear``: the seven prunable projections of a block (q, k, v, o, gate, up, down);
+* ``attention``: the activation x activation matmuls, ``attn_scores`` (Q K^T) and
+  ``attn_values`` (softmax(.) V), one matmul per KV head (GQA: the query heads that share
+  a KV head batch together as extra rows), the KV cache being the operand read from
+  DRAM at ``kv_bits``.  Decode reads a cache of ``context`` tokens per sequence (the new
+  K/V row is the output of k_proj/v_proj, already written); prefill is causal over the
+  prompt;
+* ``vector``: RMSNorm (two per block and a final one), RoPE on q and k, softmax, SiLU x up
+  and the two residual adds, on the vector unit;
+* ``lm_head`` (dense unless the run pruned it; in prefill only the last position's logits,
+  as a generating server computes them) and ``embedding`` (a gather of the tokens' rows).
+
+No op is fused with another: each reads its inputs from DRAM and writes its outputs back
+(a fused attention kernel would keep the scores on chip; not modelled).  Masks are loaded
+lazily, one op at a time, so whole 7B/70B models stream through the simulator with one
+layer's mask in memory.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -30,6 +46,11 @@ __all__ = [
 # Tokens per op: beyond any context window (2**20 = 1M tokens); keeps the planner's arrays bounded.
 MAX_TOKENS = 1 << 20
 OP_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+KINDS = ("linear", "attention", "vector", "lm_head", "embedding")
+# Element operations of each vector op (exp counted as one, as a LUT-based unit does it):
+# RMSNorm: square, accumulate, scale by 1/rms, multiply by the gain; RoPE: x cos + rot(x) sin;
+# softmax: max, subtract, exp, sum, divide; SiLU x up: exp, add 1, divide, multiply; add: 1.
+VECTOR_OPS = {"rmsnorm": 4.0, "rope": 3.0, "softmax": 5.0, "silu_mul": 4.0, "residual": 1.0}
 MaskLoader = Callable[[], np.ndarray]
 # safetensors dtype names a mask may be stored as (integers must hold only 0 and 1).
 _MASK_DTYPES = ("BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64")
@@ -46,6 +67,7 @@ class ModelShape:
     num_attention_heads: int
     num_key_value_heads: int
     head_dim: int = 0  # 0: hidden_size // num_attention_heads
+    vocab_size: int = 0  # 0: unknown (no lm_head or embedding ops)
 
     def __post_init__(self) -> None:
         for f in ("hidden_size", "intermediate_size", "num_hidden_layers",
@@ -70,16 +92,17 @@ class ModelShape:
                    num_hidden_layers=int(d["num_hidden_layers"]),
                    num_attention_heads=int(d["num_attention_heads"]),
                    num_key_value_heads=int(d.get("num_key_value_heads") or d["num_attention_heads"]),
-                   head_dim=int(d.get("head_dim") or 0))
+                   head_dim=int(d.get("head_dim") or 0), vocab_size=int(d.get("vocab_size") or 0))
 
 
 # Published configurations (HF config.json of each model).
 SHAPES: dict[str, ModelShape] = {s.name: s for s in (
-    ModelShape("smollm2-135m", 576, 1536, 30, 9, 3, 64),
-    ModelShape("llama-7b", 4096, 11008, 32, 32, 32, 128),
-    ModelShape("llama-13b", 5120, 13824, 40, 40, 40, 128),
-    ModelShape("llama-30b", 6656, 17920, 60, 52, 52, 128),
-    ModelShape("llama2-70b", 8192, 28672, 80, 64, 8, 128),
+    ModelShape("smollm2-135m", 576, 1536, 30, 9, 3, 64, 49152),
+    ModelShape("llama-7b", 4096, 11008, 32, 32, 32, 128, 32000),
+    ModelShape("llama2-7b", 4096, 11008, 32, 32, 32, 128, 32000),
+    ModelShape("llama-13b", 5120, 13824, 40, 40, 40, 128, 32000),
+    ModelShape("llama-30b", 6656, 17920, 60, 52, 52, 128, 32000),
+    ModelShape("llama2-70b", 8192, 28672, 80, 64, 8, 128, 32000),
 )}
 
 
@@ -96,10 +119,13 @@ def module_path(block: int, op: str) -> str:
 
 @dataclass(frozen=True)
 class LayerOp:
-    """One Linear (out_features x in_features) applied to `tokens` tokens.
+    """One op of the decoder step (see the module docstring for the kinds).
 
-    `load_mask` returns the bool keep-mask, shape (out_features, in_features); None
-    means dense.
+    Matmul kinds apply an (out_features x in_features) operand to `tokens` rows, `repeat`
+    times; `load_mask` returns a Linear's bool keep-mask (None: dense).  A vector op or the
+    embedding touches `tokens x out_features` elements per repeat, `inputs` tensors of them
+    in and one out, at `ops_per_element`.  `weight_bits` overrides the precision of the
+    weight-side operand (the KV cache; the embedding table).
     """
 
     block: int
@@ -109,14 +135,34 @@ class LayerOp:
     tokens: int
     load_mask: MaskLoader | None = field(default=None, compare=False, repr=False)
     name: str = ""
+    kind: str = "linear"
+    repeat: int = 1
+    causal: bool = False
+    weight_bits: int | None = None
+    ops_per_element: float = 0.0
+    inputs: int = 1
 
     def __post_init__(self) -> None:
         if self.out_features <= 0 or self.in_features <= 0:
-            raise ValueError(f"{self.name or self.op}: Linear sizes must be positive, "
+            raise ValueError(f"{self.name or self.op}: sizes must be positive, "
                              f"got {self.out_features}x{self.in_features}")
         check_tokens(self.tokens)
+        if self.repeat <= 0:
+            raise ValueError(f"{self.op}: repeat must be a positive integer, got {self.repeat}")
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.op}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not self.name:
-            object.__setattr__(self, "name", module_path(self.block, self.op))
+            object.__setattr__(self, "name", module_path(self.block, self.op) if self.kind == "linear"
+                               else f"model.layers.{self.block}.{self.op}" if self.block >= 0 else f"model.{self.op}")
+
+    @property
+    def is_matmul(self) -> bool:
+        return self.kind in ("linear", "attention", "lm_head")
+
+    @property
+    def weights(self) -> int:
+        """Prunable weights of the op (0 for attention and vector ops)."""
+        return self.out_features * self.in_features if self.kind in ("linear", "lm_head") else 0
 
     def mask(self) -> np.ndarray | None:
         if self.load_mask is None:
@@ -142,16 +188,59 @@ def check_tokens(tokens: int, what: str = "tokens") -> int:
     return tokens
 
 
-def model_ops(shape: ModelShape, tokens: int,
-              mask_for: Callable[[int, str, tuple[int, int]], MaskLoader | None] | None = None,
-              blocks: range | None = None) -> list[LayerOp]:
-    """All q,k,v,o,gate,up,down ops of every block; `mask_for(block, op, shape)` gives loaders."""
+MaskFor = Callable[[int, str, tuple[int, int]], MaskLoader | None]
+
+
+def model_ops(shape: ModelShape, tokens: int, mask_for: MaskFor | None = None,
+              blocks: range | None = None, context: int | None = None, linear_only: bool = False) -> list[LayerOp]:
+    """The ops of one decoder step; `mask_for(block, op, shape)` gives the Linears' mask loaders.
+
+    ``context`` None: prefill of a ``tokens``-long prompt (causal attention); else decode of
+    ``tokens`` sequences (batch) each attending to ``context`` cached tokens.  ``linear_only``
+    keeps just the seven projections of every block.
+    """
+    blocks = blocks if blocks is not None else range(shape.num_hidden_layers)
     ops = []
-    for b in blocks if blocks is not None else range(shape.num_hidden_layers):
-        for op, (out_f, in_f) in shape.op_shapes().items():
-            loader = mask_for(b, op, (out_f, in_f)) if mask_for else None
-            ops.append(LayerOp(b, op, out_f, in_f, tokens, loader))
+    if not linear_only and shape.vocab_size and blocks and blocks[0] == 0:
+        ops.append(_vector("embedding", -1, shape.hidden_size, tokens, 0.0, kind="embedding"))
+    for b in blocks:
+        linear = {op: LayerOp(b, op, o, i, tokens, mask_for(b, op, (o, i)) if mask_for else None)
+                  for op, (o, i) in shape.op_shapes().items()}
+        ops += list(linear.values()) if linear_only else _block_ops(shape, b, tokens, context, linear)
+    if not linear_only and shape.vocab_size and blocks and blocks[-1] == shape.num_hidden_layers - 1:
+        last = tokens if context is not None else 1  # prefill: only the last position's logits
+        ops.append(_vector("final_norm", shape.num_hidden_layers, shape.hidden_size, tokens, VECTOR_OPS["rmsnorm"]))
+        ops.append(LayerOp(shape.num_hidden_layers, "lm_head", shape.vocab_size, shape.hidden_size, last,
+                           name="lm_head", kind="lm_head"))
     return ops
+
+
+def _vector(op: str, block: int, width: int, rows: int, ops_per_element: float, inputs: int = 1,
+            repeat: int = 1, kind: str = "vector") -> LayerOp:
+    return LayerOp(block, op, width, width, rows, kind=kind, ops_per_element=ops_per_element, inputs=inputs,
+                   repeat=repeat)
+
+
+def _block_ops(shape: ModelShape, b: int, tokens: int, context: int | None, lin: dict[str, LayerOp]) -> list[LayerOp]:
+    """A block in execution order, Linears from ``lin``."""
+    h, hd, nkv = shape.hidden_size, shape.head_dim, shape.num_key_value_heads
+    group = shape.num_attention_heads // nkv
+    causal = context is None
+    q_len, seqs, ctx = (tokens, 1, tokens) if causal else (1, tokens, context)
+    rows = q_len * group  # query rows per KV head and sequence
+    frac = (ctx + 1) / (2 * ctx) if causal else 1.0
+    norm, add = VECTOR_OPS["rmsnorm"], VECTOR_OPS["residual"]
+    return [
+        _vector("input_norm", b, h, tokens, norm), lin["q_proj"], lin["k_proj"], lin["v_proj"],
+        _vector("rope", b, (shape.num_attention_heads + nkv) * hd, tokens, VECTOR_OPS["rope"]),
+        LayerOp(b, "attn_scores", ctx, hd, rows, kind="attention", repeat=nkv * seqs, causal=causal),
+        _vector("softmax", b, ctx, max(1, round(rows * frac)), VECTOR_OPS["softmax"], repeat=nkv * seqs),
+        LayerOp(b, "attn_values", hd, ctx, rows, kind="attention", repeat=nkv * seqs, causal=causal),
+        lin["o_proj"], _vector("attn_residual", b, h, tokens, add, inputs=2),
+        _vector("post_norm", b, h, tokens, norm), lin["gate_proj"], lin["up_proj"],
+        _vector("silu_mul", b, shape.intermediate_size, tokens, VECTOR_OPS["silu_mul"], inputs=2),
+        lin["down_proj"], _vector("mlp_residual", b, h, tokens, add, inputs=2),
+    ]
 
 
 def read_manifest(run_dir: str | Path) -> dict:
@@ -209,8 +298,13 @@ def _manifest_layers(run_dir: Path, meta: dict) -> tuple[ModelShape, dict]:
     return shape, meta["layers"]
 
 
-def run_ops(run_dir: str | Path, tokens: int) -> tuple[ModelShape, list[LayerOp]]:
-    """Ops of a pruning run folder (masks.safetensors + manifest.json), masks read lazily."""
+def run_ops(run_dir: str | Path, tokens: int, context: int | None = None, linear_only: bool = False,
+            blocks: int | None = None) -> tuple[ModelShape, list[LayerOp]]:
+    """Ops of a pruning run folder (masks.safetensors + manifest.json), masks read lazily.
+
+    ``context``/``linear_only`` as in `model_ops`; ``blocks``: only the first N blocks.
+    Linears the run did not prune are dense.
+    """
     from safetensors import safe_open  # numpy backend: no torch needed
 
     run_dir = Path(run_dir)
@@ -234,9 +328,21 @@ def run_ops(run_dir: str | Path, tokens: int) -> tuple[ModelShape, list[LayerOp]
                 return fh.get_tensor(key)
         return load
 
-    ops = [LayerOp(int(info["block"]), info["op"], int(info["shape"][0]), int(info["shape"][1]),
-                   tokens, loader(key), name=key) for key, info in layers.items()]
-    return shape, ops
+    keys = {(int(info["block"]), info["op"]): key for key, info in layers.items()}
+    for (block, op), key in keys.items():
+        if block >= shape.num_hidden_layers or op not in OP_NAMES:
+            raise ValueError(f"{run_dir}/manifest.json: layer {key} is not a Linear of the model's blocks")
+
+    def mask_for(block: int, op: str, _shape: tuple[int, int]) -> MaskLoader | None:
+        key = keys.get((block, op))
+        return None if key is None else loader(key)
+
+    n = min(blocks or shape.num_hidden_layers, shape.num_hidden_layers)
+    ops = model_ops(shape, tokens, mask_for, range(n), context=context, linear_only=linear_only)
+    # A Linear's shape is the one its mask was recorded with.
+    sized = {key: tuple(int(d) for d in layers[key]["shape"]) for key in keys.values()}
+    return shape, [replace(op, out_features=sized[op.name][0], in_features=sized[op.name][1])
+                   if op.name in sized else op for op in ops]
 
 
 def iter_blocks(ops: list[LayerOp]) -> Iterator[int]:

@@ -25,11 +25,14 @@ def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys, 
     assert ppl["dense"] > 0 and ppl["pruned"] > 0 and ppl["windows"] == 2
     decode = pd.read_csv(out / "sim" / "decode" / "summary.csv")
     prefill = pd.read_csv(out / "sim" / "prefill" / "layers.csv")
-    assert len(prefill) == 14 and (prefill.tokens == 16).all()
+    linear = prefill[prefill.kind == "linear"]
+    assert len(linear) == 14 and (linear.tokens == 16).all()
+    assert len(prefill) == 1 + 2 * 16 + 2  # embedding, 16 ops per block, final norm and lm_head
     assert (out / "report" / "report.html").is_file()
     md = (out / "report" / "report.md").read_text()
     assert "(the held-out last 25%; calibration uses the rest)" in md and "(the first 75%; evaluation" in md
-    assert f"decode {decode.speedup.iloc[-1]:.3f}x" in printed and "report:" in printed
+    assert f"Linear-only {decode.speedup.iloc[-2]:.3f}x, end-to-end {decode.speedup.iloc[-1]:.3f}x" in printed
+    assert "tokens/s" in printed and "report:" in printed
     assert f"pruned {ppl['pruned']:.2f}" in printed
     # Reuse the finished run on other hardware: no pruning, new simulation.
     assert main(run_args(tiny_model_dir, text_file, out, "--reuse", "--hw", "vitcod-64x8",

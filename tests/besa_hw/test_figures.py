@@ -35,7 +35,7 @@ def near_equal_points():
     pe = [16, 16, 64, 64]
     return pd.DataFrame({
         "point": range(4), "pe_rows": pe, "dram_gbps": [76.8, 80.0] * 2,
-        "speedup": [1.5958, 1.5962, 1.5959, 1.5961], "memory_bound_fraction": [1.0, 1.0, 0.0, 0.0],
+        "speedup_e2e": [1.5958, 1.5962, 1.5959, 1.5961], "speedup_linear": [1.6, 1.6, 1.6, 1.6], "memory_bound_fraction": [1.0, 1.0, 0.0, 0.0],
         "latency_us": [300.0, 290.0, 100.0, 98.0], "sparse_cycles": [150_000, 145_000, 50_000, 49_000],
         "dense_cycles": [239_400, 231_500, 79_800, 78_200], "energy_pj": [7.23e8] * 4,
         "dense_energy_pj": [1.15e9] * 4})
@@ -51,16 +51,16 @@ def test_scale_helpers():
 
 def test_sweep_lines_ratio_axes_are_honest(drawn, tmp_path):
     figures_explore.sweep_lines(near_equal_points(), ["pe_rows", "dram_gbps"], tmp_path / "s.png")
-    axes = np.array(drawn[0].axes).reshape(3, 2)
+    axes = np.array(drawn[0].axes).reshape(4, 2)
     assert [ax.get_ylabel().split(" (")[0] for ax in axes[:, 0]] == [
-        "end-to-end speedup vs dense", "end-to-end latency", "energy"]
+        "end-to-end speedup vs dense", "Linear-only speedup vs dense", "end-to-end latency", "energy"]
     for ax in axes[0]:  # speedup
         lo, hi = ax.get_ylim()
         assert lo <= 1.0 <= hi and ax.yaxis.get_offset_text().get_text() == ""
         assert "all within 0.03%" in ax.get_title()
     for ax in axes.ravel():
         assert ax.yaxis.get_offset_text().get_text() == ""
-    latency = axes[1, 0]  # sparse and dense lines; the bigger array is 3x faster
+    latency = axes[2, 0]  # sparse and dense lines; the bigger array is 3x faster
     ys = [line.get_ydata() for line in latency.get_lines() if len(line.get_ydata()) == 2]
     assert any(np.allclose(y, [300.0, 100.0]) for y in ys)  # dram_gbps=76.8 over pe_rows 16, 64
     assert latency.get_ylim()[0] == 0
@@ -68,7 +68,7 @@ def test_sweep_lines_ratio_axes_are_honest(drawn, tmp_path):
 
 def test_sweep_heatmap_near_equal_values_look_flat(drawn, tmp_path):
     figures_explore.sweep_heatmap(near_equal_points(), "pe_rows", "dram_gbps", tmp_path / "h.png")
-    speedup, latency, energy = [ax for ax in drawn[0].axes if ax.images]
+    speedup, _linear, latency, energy = [ax for ax in drawn[0].axes if ax.images]
     norm = speedup.images[0].norm
     assert norm.vmax - norm.vmin >= 0.02 * 1.596 - 1e-9  # at least ±1% around the mean
     assert "all within 0.03%" in speedup.get_title() and "flat colour scale" in speedup.get_title()

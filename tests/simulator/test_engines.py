@@ -5,7 +5,7 @@ import pytest
 
 from simulator import LayerOp, Simulator, apply_overrides, load_hardware
 from simulator.accelerator import Accelerator
-from simulator.engines import sparse_lanes, split_pes
+from simulator.engines import lane_loads, sparse_cycles, split_pes
 from simulator.tiling import plan_op
 
 
@@ -108,10 +108,52 @@ def test_split_pes_policies():
     assert split_pes(4096, 3, 1, "fixed", 0.25) == (1024, 3072)
 
 
-def test_sparse_lanes_round_robin_sums_rows_per_lane():
-    # 6 rows per tile on 4 PEs: lanes get rows {0,4}, {1,5}, {2}, {3}.
-    load, ppl = sparse_lanes(np.array([1, 2, 3, 4, 5, 6]), rows_per_tile=6, pes=4)
-    assert load.tolist() == [8] and ppl.tolist() == [1.0]
-    # 2 rows per tile on 8 PEs: each row gets 4 PEs; lane load = the larger row.
-    load, ppl = sparse_lanes(np.array([3, 9, 4, 4]), rows_per_tile=2, pes=8)
-    assert load.tolist() == [9, 4] and ppl.tolist() == [4.0, 4.0]
+def test_lanes_round_robin_sums_rows_per_lane():
+    # 6 rows on 4 lanes: lanes get rows {0,4}, {1,5}, {2}, {3}.
+    assert lane_loads(np.array([1, 2, 3, 4, 5, 6]), 4).tolist() == [6, 8, 3, 4]
+    # 4 PEs, 4 lanes of one PE each, 2 tokens: the busiest lane (8 nonzeros) sets the time.
+    assert sparse_cycles(2, np.array([1, 2, 3, 4, 5, 6]), 4, 4, "round-robin", 1.0) == 16.0
+    # 8 PEs on 4 lanes: 2 PEs per lane.
+    assert sparse_cycles(2, np.array([1, 2, 3, 4, 5, 6]), 8, 4, "round-robin", 1.0) == 8.0
+
+
+def test_balanced_schedule_by_hand():
+    # Rows 9,7,6,5,4,1 on 2 lanes: round 1 puts 9 and 7; round 2 puts 6 on the 7-lane and 5 on the
+    # 9-lane (14, 13); round 3 puts 4 on 13 and 1 on 14: (15, 17)... sorted: loads 15 and 17.
+    rows = np.array([1, 9, 4, 7, 5, 6])
+    assert sorted(lane_loads(rows, 2, "balanced").tolist()) == [15, 17]
+    assert sorted(lane_loads(rows, 2, "round-robin").tolist()) == [10, 22]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_balanced_is_never_slower_than_round_robin(seed):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 1000, size=int(rng.integers(1, 600))) * rng.integers(0, 2, 1)[0] + rng.integers(0, 5)
+    lanes = int(rng.integers(1, 70))
+    assert lane_loads(rows, lanes, "balanced").max() <= lane_loads(rows, lanes, "round-robin").max()
+    assert lane_loads(rows, lanes, "balanced").sum() == rows.sum()
+
+
+@pytest.mark.parametrize("schedule", ["round-robin", "balanced"])
+def test_compute_only_cycles_do_not_depend_on_buffer_sizes(hw, schedule):
+    """Lanes belong to the PE array: BESA-like uneven rows cost the same whatever the SRAM sizes."""
+    rng = np.random.default_rng(4)
+    keep = 1 - rng.uniform(0.25, 0.75, size=(1024, 1))
+    op = op_with(rng.random((1024, 2048)) < keep, tokens=4)
+    cycles = set()
+    for kib in (8, 16, 53, 128, 512, 1024):
+        for field in ("weight_sram_kib", "index_sram_kib", "act_sram_kib", "out_sram_kib"):
+            sized = apply_overrides(hw, {field: float(kib), "row_schedule": schedule})
+            cycles.add(Simulator(sized, compute_only=True).run_op(op).sparse_cycles)
+    assert len(cycles) == 1, cycles
+
+
+def test_balanced_lowers_the_imbalance_of_uneven_rows(hw):
+    rng = np.random.default_rng(5)
+    keep = 1 - rng.uniform(0.25, 0.75, size=(4096, 1))
+    op = op_with(rng.random((4096, 1024)) < keep)
+    rr = Simulator(apply_overrides(hw, {"column_split": "all-sparse"}), compute_only=True).run_op(op)
+    bal = Simulator(apply_overrides(hw, {"column_split": "all-sparse", "row_schedule": "balanced"}),
+                    compute_only=True).run_op(op)
+    assert bal.sparse_cycles <= rr.sparse_cycles and bal.load_imbalance < rr.load_imbalance
+    assert bal.load_imbalance < 1.01

@@ -13,11 +13,40 @@ def test_gqa_shapes_of_smollm2_and_llama2_70b():
     assert s["q_proj"] == (576, 576) and s["k_proj"] == (192, 576) and s["down_proj"] == (576, 1536)
     s = get_shape("llama2-70b").op_shapes()
     assert s["k_proj"] == (1024, 8192) and s["gate_proj"] == (28672, 8192)
-    assert len(model_ops(get_shape("llama-7b"), 1)) == 224
+    assert len(model_ops(get_shape("llama-7b"), 1, linear_only=True)) == 224
+
+
+def test_the_whole_decoder_step():
+    """16 ops per block in execution order, plus the embedding, the final norm and lm_head."""
+    shape = get_shape("llama2-70b")
+    ops = model_ops(shape, 1, context=2048)
+    assert len(ops) == 80 * 16 + 3
+    assert [op.op for op in ops[:17]] == ["embedding", "input_norm", "q_proj", "k_proj", "v_proj", "rope",
+                                          "attn_scores", "softmax", "attn_values", "o_proj", "attn_residual",
+                                          "post_norm", "gate_proj", "up_proj", "silu_mul", "down_proj",
+                                          "mlp_residual"]
+    assert [op.op for op in ops[-2:]] == ["final_norm", "lm_head"]
+    scores = ops[6]  # GQA: 8 query heads share each of the 8 KV heads; the cache is 2048 x 128 per head
+    assert (scores.kind, scores.tokens, scores.in_features, scores.out_features, scores.repeat) == \
+        ("attention", 8, 128, 2048, 8)
+    assert (ops[-1].out_features, ops[-1].in_features, ops[-1].tokens) == (32000, 8192, 1)
+    prefill = model_ops(shape, 512)
+    assert prefill[6].causal and prefill[6].out_features == 512 and prefill[6].tokens == 512 * 8
+    assert prefill[-1].tokens == 1  # only the last position's logits
+
+
+def test_kv_cache_traffic_shows_in_decode():
+    """LLaMA-7B decode at context 2048, 8-bit KV: each block reads 2 x 32 heads x 2048 x 128 B of cache."""
+    shape = get_shape("llama-7b")
+    sim = Simulator(load_hardware("besa-64x64"))
+    ops = [op for op in model_ops(shape, 1, blocks=range(1), context=2048) if op.kind == "attention"]
+    read = sum(sim.run_op(op).dram_bytes for op in ops)
+    assert read >= 2 * 32 * 2048 * 128
 
 
 def test_synthetic_masks_hit_target_and_are_deterministic():
-    ops = synthetic_ops(get_shape("smollm2-135m"), 1, AllocationProfile(0.7, seed=3), blocks=range(1))
+    ops = synthetic_ops(get_shape("smollm2-135m"), 1, AllocationProfile(0.7, seed=3), blocks=range(1),
+                        linear_only=True)
     m1, m2 = ops[0].mask(), ops[0].mask()
     assert m1.shape == (576, 576) and np.array_equal(m1, m2)
     assert abs(1 - m1.mean() - 0.7) < 0.01
@@ -25,7 +54,7 @@ def test_synthetic_masks_hit_target_and_are_deterministic():
 
 def test_per_row_distribution_spreads_rows_but_keeps_layer_sparsity():
     prof = AllocationProfile(0.5, row_distribution="uniform", row_spread=0.2)
-    m = synthetic_ops(get_shape("smollm2-135m"), 1, prof, blocks=range(1))[4].mask()
+    m = synthetic_ops(get_shape("smollm2-135m"), 1, prof, blocks=range(1), linear_only=True)[4].mask()
     row_s = 1 - m.mean(axis=1)
     assert abs(row_s.mean() - 0.5) < 0.01
     assert row_s.std() > 0.1
@@ -62,8 +91,9 @@ def write_run(path, shape=(8, 16), mask_shape=None):
 
 def test_run_folder_masks_are_read_lazily_and_checked(tmp_path):
     write_run(tmp_path)
-    shape, ops = run_ops(tmp_path, tokens=1)
-    assert shape.name == "toy" and len(ops) == 1 and ops[0].name == "model.layers.0.self_attn.q_proj"
+    shape, ops = run_ops(tmp_path, tokens=1, linear_only=True)
+    assert shape.name == "toy" and len(ops) == 7 and ops[0].name == "model.layers.0.self_attn.q_proj"
+    assert [op.load_mask is not None for op in ops] == [True] + [False] * 6  # unpruned Linears are dense
     res = Simulator(load_hardware()).run_op(ops[0])
     assert res.nnz == int(ops[0].mask().sum())
     write_run(tmp_path, mask_shape=(8, 15))
