@@ -1,12 +1,14 @@
-"""Simulator speed benchmark: all Linear ops of a model, streamed one layer at a time.
+"""Simulator speed benchmark: whole decoder steps of LLaMA-7B and LLaMA2-70B, one op at a time.
 
-Target (issue 2): all 224 Linear ops of LLaMA-7B (decode, synthetic 50% masks,
-mask generation and statistics included) in under 20 s on a 2-core machine, peak
-RSS under 2 GB.  The floor is a bare numpy pass that generates the same masks and
-only counts their nonzeros.  Each case runs in its own process so that its peak
-RSS is its own.
+Targets (issue 8 D), 2-core machine, the whole decoder step included (attention over a
+2048-token KV cache, vector ops, lm_head): LLaMA-7B decode and prefill 2048 each within 2x
+of the bare-numpy floor measured in the same run (generate LLaMA-7B's 224 synthetic masks
+and count them); LLaMA2-70B decode < 60 s and prefill 2048 < 120 s; peak RSS < 1 GB for all.
+Synthetic masks' statistics are drawn from their distributions by default
+(simulator/sampled.py); the ``exact`` rows materialise every mask and count it.
+Each case runs in its own process so that its peak RSS is its own.
 
-    python bench/sim_speed.py [--shape llama-7b] [--prefill-tokens 2048]
+    python bench/sim_speed.py [--skip-70b-exact]
 """
 
 from __future__ import annotations
@@ -22,52 +24,71 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+CASES = [  # (name, shape, phase, tokens, exact masks, compute only)
+    ("floor: generate + count masks", "llama-7b", "floor", 1, True, False),
+    ("decode, ctx 2048", "llama-7b", "decode", 1, False, False),
+    ("decode, ctx 2048, exact", "llama-7b", "decode", 1, True, False),
+    ("decode, compute-only", "llama-7b", "decode", 1, False, True),
+    ("prefill 2048", "llama-7b", "prefill", 2048, False, False),
+    ("prefill 2048, exact", "llama-7b", "prefill", 2048, True, False),
+    ("decode, ctx 2048", "llama2-70b", "decode", 1, False, False),
+    ("prefill 2048", "llama2-70b", "prefill", 2048, False, False),
+    ("decode, ctx 2048, exact", "llama2-70b", "decode", 1, True, False),
+]
 
-def case(kind: str, shape: str, tokens: int) -> dict:
+
+def case(shape: str, phase: str, tokens: int, exact: bool, compute_only: bool) -> dict:
     import numpy as np
 
     from besa_hw.pipeline import WorkloadSpec, build_ops, simulate
-    from simulator import load_hardware
+    from simulator import load_hardware, step_metrics
+    from simulator.synthetic import AllocationProfile
 
-    ops = build_ops(WorkloadSpec(shape=shape, tokens=tokens))
+    profile = AllocationProfile(0.5, exact_masks=exact)
     start = time.perf_counter()
-    if kind == "floor":
+    if phase == "floor":
+        ops = build_ops(WorkloadSpec(shape=shape, profile=profile, linear_only=True))
         nnz = sum(int(np.count_nonzero(op.mask())) for op in ops)
         speedup = float("nan")
     else:
-        layers, summary = simulate(ops, load_hardware(), compute_only=(kind == "compute-only"))
-        nnz, speedup = int(layers.nnz.sum()), float(summary.speedup.iloc[-1])
+        hw = load_hardware()
+        ops = build_ops(WorkloadSpec(shape=shape, phase=phase, tokens=tokens, profile=profile))
+        layers, summary = simulate(ops, hw, compute_only=compute_only)
+        nnz, speedup = int(layers.nnz.sum()), step_metrics(summary, hw, tokens)["speedup_e2e"]
     seconds = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"case": kind, "tokens": tokens, "ops": len(ops), "nnz": nnz, "seconds": seconds,
-            "peak_rss_mb": rss_mb, "speedup": speedup}
+    return {"ops": len(ops), "nnz": nnz, "seconds": seconds, "peak_rss_mb": rss_mb, "speedup": speedup}
 
 
-def run_isolated(kind: str, shape: str, tokens: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--case", kind, "--shape", shape, "--tokens", str(tokens)],
-                         check=True, capture_output=True, text=True)
+def run_isolated(args: tuple) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--case", json.dumps(args)], check=True,
+                         capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", default="llama-7b")
-    p.add_argument("--prefill-tokens", type=int, default=2048)
+    p.add_argument("--skip-70b-exact", action="store_true", help="skip materialising LLaMA2-70B's masks (~1 min)")
     p.add_argument("--case", help=argparse.SUPPRESS)
-    p.add_argument("--tokens", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
-        print(json.dumps(case(args.case, args.shape, args.tokens)))
+        print(json.dumps(case(*json.loads(args.case))))
         return
-    rows = [run_isolated(k, args.shape, t) for k, t in
-            [("floor", 1), ("decode", 1), ("compute-only", 1), ("prefill", args.prefill_tokens)]]
-    floor = rows[0]["seconds"]
-    print(f"simulator speed, {args.shape}, synthetic 50% masks, besa-64x64, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-    print(f"{'case':<14}{'tokens':>7}{'ops':>5}{'seconds':>9}{'x floor':>9}{'peak RSS MB':>13}{'speedup':>9}")
-    for r in rows:
-        print(f"{r['case']:<14}{r['tokens']:>7}{r['ops']:>5}{r['seconds']:>9.2f}{r['seconds'] / floor:>9.2f}"
-              f"{r['peak_rss_mb']:>13.0f}{r['speedup']:>9.3f}")
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    print(f"simulator speed: synthetic 50% masks, besa-64x64, whole decoder step; {os.cpu_count()} CPUs, "
+          f"OMP_NUM_THREADS={threads}, load {os.getloadavg()[0]:.2f} at start")
+    print(f"| model | case | ops | seconds | x floor | peak RSS MB | end-to-end speedup |\n|---|---|---|---|---|---|---|")
+    floor = None
+    for name, shape, phase, tokens, exact, compute_only in CASES:
+        if args.skip_70b_exact and shape == "llama2-70b" and exact:
+            continue
+        r = run_isolated((shape, phase, tokens, exact, compute_only))
+        floor = r["seconds"] if phase == "floor" else floor
+        ratio = f"{r['seconds'] / floor:.2f}" if shape == "llama-7b" else "—"
+        speed = "—" if r["speedup"] != r["speedup"] else f"{r['speedup']:.3f}x"
+        print(f"| {shape} | {name} | {r['ops']} | {r['seconds']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} | {speed} |",
+              flush=True)
+    print(f"load {os.getloadavg()[0]:.2f} at end")
 
 
 if __name__ == "__main__":

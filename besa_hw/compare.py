@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -75,7 +76,7 @@ def candidates_from_profiles(shape: str, profiles: Sequence[str], base: Allocati
     scope = _scope(context, linear_only)
     out = []
     for path in profiles:
-        prof = AllocationProfile(base.sparsity, load_profile(path), base.row_distribution, base.row_spread, base.seed)
+        prof = dataclasses.replace(base, per_layer=load_profile(path))
         specs = {ph: WorkloadSpec(shape=shape, profile=prof, phase=ph, tokens=t, blocks=blocks, **scope(ph))
                  for ph, t in phases.items()}
         out.append(Candidate(Path(path).stem, specs, "profile"))

@@ -88,7 +88,7 @@ def sparse_cycles(tokens: float, row_nnz: np.ndarray, pes: int, lanes: int, sche
 
 
 class Engine:
-    """A compute engine in the SimPy model: processes one tile per `run` call."""
+    """A compute engine in the SimPy model: its per-step cycles and the busy time it accumulates."""
 
     def __init__(self, env: simpy.Environment, name: str, step_cycles: np.ndarray) -> None:
         self.env = env
@@ -100,8 +100,7 @@ class Engine:
         """Closed form: the engine's busy cycles are the sum of its tile cycles."""
         return float(self.step_cycles.sum())
 
-    def run(self, step: int) -> simpy.Timeout:
-        """The event that fires when the engine has finished its share of tile `step`."""
-        cycles = float(self.step_cycles[step])
-        self.busy_cycles += cycles
-        return self.env.timeout(cycles)
+    def account(self, step: int) -> None:
+        """Record the engine's busy cycles in step `step`; the step's own timeout (the slower
+        engine's share) covers them, so no event of its own is needed."""
+        self.busy_cycles += float(self.step_cycles[step])

@@ -95,6 +95,8 @@ class Simulator:
     def stats(self, op: LayerOp) -> MaskStats | None:
         """Mask statistics of an op (None when dense); reusable across hardware points
         that share ``column_split`` and ``dense_column_threshold``."""
+        if op.load_stats is not None:
+            return op.load_stats(self.hw)
         mask = op.mask()
         return None if mask is None else mask_stats(mask, self.hw)
 

@@ -11,12 +11,13 @@ other ops are simulated.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from simulator.config import read_document
+from simulator.sampled import sampled_stats
 from simulator.workload import OP_NAMES, MaskLoader, ModelShape, model_ops, module_path, LayerOp
 
 __all__ = ["AllocationProfile", "load_profile", "synthetic_ops", "bernoulli_mask"]
@@ -38,6 +39,9 @@ class AllocationProfile:
     row_distribution: str = "none"
     row_spread: float = 0.0
     seed: int = 0
+    # False: the simulator draws the masks' statistics from their distributions (sampled.py);
+    # True: it materialises every mask bit by bit and counts (exact, much slower for big models).
+    exact_masks: bool = False
 
     def __post_init__(self) -> None:
         for key, s in {"sparsity": self.sparsity, **self.per_layer}.items():
@@ -106,12 +110,26 @@ def bernoulli_mask(shape: tuple[int, int], row_sparsity: np.ndarray | float,
     return u >= thresh[:, None].astype(np.uint16) if thresh.max() < 65536 else u >= thresh[:, None]
 
 
+def _rng(block: int, op: str, profile: AllocationProfile) -> np.random.Generator:
+    key = zlib.crc32(module_path(block, op).encode())
+    return np.random.Generator(np.random.PCG64([profile.seed, key]))
+
+
 def _loader(shape: tuple[int, int], block: int, op: str, profile: AllocationProfile) -> MaskLoader:
     def load() -> np.ndarray:
-        key = zlib.crc32(module_path(block, op).encode())
-        rng = np.random.Generator(np.random.PCG64([profile.seed, key]))
+        rng = _rng(block, op, profile)
         rows = _row_sparsity(rng, shape[0], profile.layer_sparsity(block, op), profile)
         return bernoulli_mask(shape, rows if profile.row_spread else float(rows[0]), rng)
+    return load
+
+
+def _stats_loader(shape: tuple[int, int], block: int, op: str, profile: AllocationProfile):
+    """Statistics drawn from the mask's distribution (``sampled.py``), seeded like the mask."""
+    def load(hw):
+        rng = _rng(block, op, profile)
+        rows = _row_sparsity(rng, shape[0], profile.layer_sparsity(block, op), profile)
+        keep = 1.0 - np.round(rows * 65536) / 65536  # the masks' 1/65536 resolution
+        return sampled_stats(keep, shape[1], rng, hw)
     return load
 
 
@@ -119,4 +137,8 @@ def synthetic_ops(shape: ModelShape, tokens: int, profile: AllocationProfile, bl
                   context: int | None = None, linear_only: bool = False) -> list[LayerOp]:
     """Ops of `shape` with lazily generated masks following `profile` (``context``/``linear_only``
     as in `model_ops`)."""
-    return model_ops(shape, tokens, lambda b, op, s: _loader(s, b, op, profile), blocks, context, linear_only)
+    ops = model_ops(shape, tokens, lambda b, op, s: _loader(s, b, op, profile), blocks, context, linear_only)
+    if profile.exact_masks:
+        return ops
+    return [replace(op, load_stats=_stats_loader((op.out_features, op.in_features), op.block, op.op, profile))
+            if op.load_mask is not None else op for op in ops]

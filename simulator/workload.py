@@ -141,6 +141,8 @@ class LayerOp:
     weight_bits: int | None = None
     ops_per_element: float = 0.0
     inputs: int = 1
+    # Synthetic masks: ``load_stats(hw)`` draws the mask's statistics without the mask (sampled.py).
+    load_stats: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.out_features <= 0 or self.in_features <= 0:
