@@ -37,6 +37,7 @@ COLUMN_SPLITS = ("auto", "threshold", "all-sparse", "all-dense")
 SPARSE_FORMATS = ("csr", "bitmap")
 MAX_PE_DIM = 1 << 16  # PE rows or columns: far beyond any built array, small enough for int64 cycle math
 ROW_SCHEDULES = ("round-robin", "balanced")
+SPLIT_GRANULARITIES = ("pe", "column")
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,11 @@ class HardwareConfig:
     # (ViTCoD), or "fixed" with `dense_pe_fraction` of the array on the dense side.
     split_policy: str = "proportional"
     dense_pe_fraction: float = 0.5
+    # The unit of that split: single PEs, or whole columns of the array (the dense engine's
+    # share rounded down, as the BESA authors' simulator does).
+    split_granularity: str = "pe"
     # Which weight columns go to the dense engine: "auto" searches the split that
-    # minimises latency; "threshold" sends columns with density >= dense_column_threshold.
+    # minimises latency; "threshold" sends columns strictly denser than dense_column_threshold.
     column_split: str = "auto"
     dense_column_threshold: float = 0.75
     # Sparse-engine cycles per nonzero MAC (>= 1): index decode throughput.
@@ -119,6 +123,7 @@ class HardwareConfig:
         _check_choice("column_split", self.column_split, COLUMN_SPLITS)
         _check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
         _check_choice("row_schedule", self.row_schedule, ROW_SCHEDULES)
+        _check_choice("split_granularity", self.split_granularity, SPLIT_GRANULARITIES)
         if not 0.0 < self.dense_pe_fraction < 1.0:
             raise ValueError(f"hardware: dense_pe_fraction must be in (0, 1), got {self.dense_pe_fraction}")
         if not 0.0 <= self.dense_column_threshold <= 1.0:

@@ -31,22 +31,28 @@ __all__ = ["split_pes", "dense_cycles", "lane_loads", "sparse_cycles", "Engine"]
 
 
 def split_pes(total: int, dense_work: float, sparse_work: float, policy: str,
-              dense_fraction: float) -> tuple[int, int]:
+              dense_fraction: float, columns: int = 0) -> tuple[int, int]:
     """PEs of (dense, sparse) engine.
 
     "proportional" (ViTCoD) gives each engine PEs in proportion to its work, at
     least one PE to an engine that has work; "fixed" keeps ``dense_fraction``.
+    ``columns`` > 0 splits whole columns of a ``columns``-wide array instead of single PEs,
+    the dense engine's share rounded down (as the BESA authors' simulator does), at least
+    one column to an engine that has work.
     """
+    unit = total // columns if columns else 1
+    units = total // unit
     if policy == "fixed":
-        p_dense = min(total - 1, max(1, round(total * dense_fraction)))
-        return p_dense, total - p_dense
-    if sparse_work <= 0:
+        share = dense_fraction
+    elif sparse_work <= 0:
         return total, 0
-    if dense_work <= 0:
+    elif dense_work <= 0:
         return 0, total
-    p_dense = round(total * dense_work / (dense_work + sparse_work))
-    p_dense = min(total - 1, max(1, p_dense))
-    return p_dense, total - p_dense
+    else:
+        share = dense_work / (dense_work + sparse_work)
+    d = int(units * share) if columns else round(units * share)
+    d = min(units - 1, max(1, d))
+    return d * unit, total - d * unit
 
 
 def dense_cycles(tokens: float, rows: int, cols: int, pes: int) -> float:

@@ -59,8 +59,8 @@ def split_candidates(col_density: np.ndarray, hw: HardwareConfig) -> list[int]:
     if hw.column_split == "all-dense":
         return [n]
     if hw.column_split == "threshold":
-        return [int((col_density >= hw.dense_column_threshold).sum())]
-    ks = {0, n} | {int((col_density >= t).sum()) for t in AUTO_THRESHOLDS}
+        return [int((col_density > hw.dense_column_threshold).sum())]  # strictly denser, as BESA's code
+    ks = {0, n} | {int((col_density > t).sum()) for t in AUTO_THRESHOLDS}
     return sorted(ks)
 
 

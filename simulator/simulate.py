@@ -106,7 +106,8 @@ class Simulator:
                          stats.row_nnz_sparse(c), self.max_steps)
                  for c, k in enumerate(stats.dense_cols)]
         bpc = self.accelerator.bytes_per_cycle
-        return min(plans, key=lambda p: p.estimate_cycles(bpc, self.hw.double_buffer))
+        # Ties (to a cycle) go to the split with more dense columns: a dense mask runs dense.
+        return min(plans, key=lambda p: (round(p.estimate_cycles(bpc, self.hw.double_buffer)), -p.dense_cols))
 
     def run_op(self, op: LayerOp, stats: MaskStats | None = None) -> OpResult:
         """Simulate one op; pass precomputed `stats` to skip reading its mask."""
@@ -117,6 +118,10 @@ class Simulator:
         else:
             plan = self.sparse_plan(stats, op.tokens)
             res, nnz = self.accelerator.run(plan), stats.nnz
+            if res.total_cycles > dense_res.total_cycles and stats.in_features in stats.dense_cols:
+                # The split was picked on an estimate; the all-dense split (allowed here) is the
+                # dense baseline itself, already simulated: never lose to it.
+                plan, res = dense_plan, dense_res
         return self._row(op, nnz, plan, res, dense_plan, dense_res)
 
     def run(self, ops: Iterable[LayerOp], callback: Callable[[OpResult], None] | None = None) -> list[OpResult]:

@@ -142,7 +142,8 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
         p_dense, p_sparse = hw.num_pes, 0
     else:
         p_dense, p_sparse = split_pes(hw.num_pes, out_f * dense_cols, hw.sparse_cycles_per_nnz * sparse_nnz,
-                                      hw.split_policy, hw.dense_pe_fraction)
+                                      hw.split_policy, hw.dense_pe_fraction,
+                                      hw.pe_cols if hw.split_granularity == "column" else 0)
     frac = (tokens + 1) / (2 * tokens) if causal else 1.0
     d_total = frac * dense_cycles(tokens, out_f, dense_cols, p_dense)
     s_total = frac * sparse_cycles(tokens, nnz_s, p_sparse, hw.lanes, hw.row_schedule, hw.sparse_cycles_per_nnz)

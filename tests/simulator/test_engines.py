@@ -157,3 +157,36 @@ def test_balanced_lowers_the_imbalance_of_uneven_rows(hw):
                     compute_only=True).run_op(op)
     assert bal.sparse_cycles <= rr.sparse_cycles and bal.load_imbalance < rr.load_imbalance
     assert bal.load_imbalance < 1.01
+
+
+PRESETS = ["besa-64x64", "vitcod-64x8", "besa-paper"]
+
+
+@pytest.mark.parametrize("compute_only", [True, False])
+@pytest.mark.parametrize("phase_tokens,context", [(1, 2048), (512, None)])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_all_ones_masks_give_exactly_one_on_every_preset(preset, phase_tokens, context, compute_only):
+    """Property: dense masks (kept as masks, so the sparse path runs) are exactly 1.000x, per op and
+    end to end, for every preset, phase and mode."""
+    from simulator import available_presets, get_shape
+    from simulator.synthetic import AllocationProfile, synthetic_ops
+
+    assert set(PRESETS) == set(available_presets())  # a new preset must join this test
+    ops = synthetic_ops(get_shape("smollm2-135m"), phase_tokens, AllocationProfile(0.0), range(1), context)
+    results = Simulator(load_hardware(preset), compute_only=compute_only).run(ops)
+    assert all(r.dense_cycles == r.sparse_cycles for r in results), [(r.op, r.speedup) for r in results]
+    assert sum(r.dense_cycles for r in results) == sum(r.sparse_cycles for r in results)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_paper_preset_reproduces_the_authors_simulator(seed):
+    """4096x4096 at 50% uniform random, one token, compute only: the authors' rules give ~1.31x
+    (columns strictly denser than 0.5 dense, PE columns split by work, dense share rounded down)."""
+    mask = np.random.default_rng(seed).random((4096, 4096)) >= 0.5
+    res = Simulator(load_hardware("besa-paper"), compute_only=True).run_op(op_with(mask))
+    assert res.speedup == pytest.approx(1.31, abs=0.02)
+    cols = int((mask.mean(axis=0) > 0.5).sum())
+    sparse_nnz = int(mask.sum()) - int(np.sort(mask.sum(axis=0))[::-1][:cols].sum())
+    dense_cols_of_array = int(64 * cols * 4096 / (cols * 4096 + sparse_nnz))
+    expected = max(cols * 4096 / (dense_cols_of_array * 64), sparse_nnz / ((64 - dense_cols_of_array) * 64))
+    assert res.sparse_cycles == int(np.ceil(expected))  # the rule by hand
