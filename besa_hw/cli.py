@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from besa_hw import __version__
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    previous = _terminate_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, FileNotFoundError, NotADirectoryError, KeyError) as exc:
@@ -81,6 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"besa-hw {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (kill, a job scheduler's timeout) unwinds like Ctrl-C, so half-built output folders
+    are removed and the previous ones kept; returns the old handler (None off the main thread)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

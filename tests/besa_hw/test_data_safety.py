@@ -196,3 +196,23 @@ def test_output_folders_have_normal_permissions(tiny_model_dir, tmp_path):
     assert main(["prune", "--model", str(tiny_model_dir), "--method", "magnitude", "--out", str(out)]) == 0
     assert out.stat().st_mode & 0o755 == 0o755
     assert json.loads((out / ".besa-hw").read_text())["kind"] == "run"
+
+
+def test_sigterm_unwinds_like_ctrl_c(tmp_path):
+    """`kill` of a running command exits like Ctrl-C (130, one line) and keeps the previous output."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sim"
+    assert main(["simulate", "--shape", "smollm2-135m", "--blocks", "1", "--quiet", "--out", str(out)]) == 0
+    before = snapshot(tmp_path)
+    args = [sys.executable, "-m", "besa_hw.cli", "simulate", "--shape", "llama2-70b", "--phase", "prefill",
+            "--exact-masks", "--quiet", "--overwrite", "--out", str(out)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # imports done, simulating (materialising 70B masks takes minutes)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "besa-hw simulate: interrupted"
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
