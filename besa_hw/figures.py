@@ -311,25 +311,39 @@ def roofline(layers: pd.DataFrame | Mapping[str, pd.DataFrame], hw: Mapping, pat
     return save(fig, path)
 
 
+ENERGY_PARTS = {"energy_mac_pj": ("MAC", "tab:blue"), "energy_sram_pj": ("SRAM", "tab:green"),
+                "energy_dram_pj": ("DRAM", "tab:red"), "energy_static_pj": ("static", "0.45")}
+
+
 def energy_by_op(layers: pd.DataFrame | Mapping[str, pd.DataFrame], path: str | Path) -> Path:
-    """Dense vs sparse energy (µJ) per op type, grouped bars; one subplot per phase."""
+    """Dense (grey) vs sparse energy (µJ) per op type, the sparse bar stacked by component
+    (MAC, SRAM, DRAM, static); one subplot per phase."""
     by_phase = {"": layers} if isinstance(layers, pd.DataFrame) else dict(layers)
-    fig, axes = plt.subplots(1, len(by_phase), figsize=(5.8 * len(by_phase), 4.2), squeeze=False,
+    fig, axes = plt.subplots(1, len(by_phase), figsize=(7.5 * len(by_phase), 4.6), squeeze=False,
                              constrained_layout=True)
     for ax, (phase, df) in zip(axes[0], by_phase.items()):
         ops = ops_in(df)
-        sums = df.groupby("op")[["dense_energy_pj", "energy_pj"]].sum().reindex(ops) * 1e-6
+        parts = [c for c in ENERGY_PARTS if c in df]
+        sums = df.groupby("op")[["dense_energy_pj", "energy_pj", *parts]].sum().reindex(ops) * 1e-6
         x = np.arange(len(ops))
-        ax.bar(x - 0.2, sums.dense_energy_pj, 0.4, color="0.6", label="dense")
-        bars = ax.bar(x + 0.2, sums.energy_pj, 0.4, color=phase_color(phase or "decode", 0), label="sparse")
+        ax.bar(x - 0.2, sums.dense_energy_pj, 0.4, color="0.8", label="dense (total)")
+        bottom = np.zeros(len(ops))
+        for col in parts or ["energy_pj"]:
+            label, color = ENERGY_PARTS.get(col, ("sparse", phase_color(phase or "decode", 0)))
+            ax.bar(x + 0.2, sums[col], 0.4, bottom=bottom, color=color, label=f"sparse: {label}")
+            bottom += sums[col].to_numpy()
         ratio = sums.dense_energy_pj / sums.energy_pj.clip(lower=1e-12)
-        ax.bar_label(bars, labels=[f"{r:.2f}×" for r in ratio], fontsize=7, padding=1)
-        ax.set_xticks(x, [op.replace("_proj", "") for op in ops])
+        for xi, top, r in zip(x, bottom, ratio):
+            ax.annotate(f"{r:.2f}×", (xi + 0.2, top), xytext=(0, 2), textcoords="offset points", ha="center",
+                        fontsize=6)
+        many = len(ops) > 8
+        ax.set_xticks(x, [op.replace("_proj", "") for op in ops], rotation=45 if many else 0,
+                      ha="right" if many else "center", fontsize=7 if many else 9)
         ax.set_xlabel("op type (sum over blocks; label: dense / sparse energy)")
         ax.set_ylabel("energy (µJ)")
         ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         total = df.dense_energy_pj.sum() / max(df.energy_pj.sum(), 1e-12)
         ax.set_title(f"Energy per op type{f' ({phase})' if phase else ''}: {total:.2f}× less overall")
-        ax.set_ylim(0, sums.values.max() * 1.12)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.set_ylim(0, max(sums.dense_energy_pj.max(), bottom.max()) * 1.15)
+        ax.legend(fontsize=7, loc="upper left")
     return save(fig, path)

@@ -248,7 +248,7 @@ def _figures(run: RunData, out: Path, compare: pd.DataFrame | None) -> list[tupl
              f"Where time goes ({phase}): compute vs stall cycles, DRAM transfer time.")
     show(figures.roofline(run.layers, run.hardware, out / "roofline.png"),
          "Each op on the roofline of the configured hardware.")
-    show(figures.energy_by_op(run.layers, out / "energy_by_op.png"), "Energy per op type, dense vs sparse.")
+    show(figures.energy_by_op(run.layers, out / "energy_by_op.png"), "Energy per op type, dense vs sparse; the sparse bar split into MAC, SRAM, DRAM and static energy.")
     if compare is not None and not compare.empty:
         show(figures_explore.tradeoff(compare, out / "tradeoff.png"), "Perplexity vs simulated speedup.")
     return doc

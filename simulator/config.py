@@ -85,10 +85,12 @@ class HardwareConfig:
     kv_bits: int = 0  # KV-cache precision (0: act_bits)
     sparse_format: str = "csr"
     double_buffer: bool = True
-    # Energy per operation, 45 nm (Horowitz, ISSCC 2014).
-    mac_pj: float = 0.23
-    sram_pj_per_byte: float = 1.25
+    # Energy (simulator/energy.py): 0 = derived from the operand widths (MAC), from each
+    # buffer's size (SRAM) and as 10% of the array's peak MAC power (static; an assumption).
+    mac_pj: float = 0.0
+    sram_pj_per_byte: float = 0.0
     dram_pj_per_byte: float = 160.0
+    static_mw: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("freq_mhz", "weight_sram_kib", "index_sram_kib", "act_sram_kib",
@@ -112,7 +114,7 @@ class HardwareConfig:
                 halves = " (half of it per buffer with double_buffer)" if kind in ("weight", "index") else ""
                 raise ValueError(f"hardware: {kind}_sram_kib = {getattr(self, f'{kind}_sram_kib')!r} is smaller "
                                  f"than one byte{halves}")
-        for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte"):
+        for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte", "static_mw"):
             value = getattr(self, f)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"hardware: {f} must be a finite number >= 0, got {value!r}")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from simulator.accelerator import Accelerator, SimResult
 from simulator.config import HardwareConfig
+from simulator.energy import EnergyBreakdown, op_energy
 from simulator.partition import MaskStats, mask_stats
 from simulator.tiling import Plan, plan_op
 from simulator.vector import plan_vector
@@ -44,8 +45,12 @@ class OpResult:
     load_imbalance: float  # sparse engine cycles / perfectly balanced cycles (1.0 = even)
     dram_bytes: float
     dense_dram_bytes: float
-    energy_pj: float
+    energy_pj: float  # the sum of the four parts below
     dense_energy_pj: float
+    energy_mac_pj: float
+    energy_sram_pj: float
+    energy_dram_pj: float
+    energy_static_pj: float
     bound: str  # "compute" or "memory"
     dense_columns: int
     dense_pes: int
@@ -132,13 +137,13 @@ class Simulator:
                 callback(results[-1])
         return results
 
-    def energy_pj(self, plan: Plan) -> float:
-        # Every DRAM byte is written into SRAM once and read from it once.
-        hw = self.hw
-        return plan.macs * hw.mac_pj + plan.dram_bytes * (2 * hw.sram_pj_per_byte + hw.dram_pj_per_byte)
+    def energy(self, plan: Plan, cycles: int) -> EnergyBreakdown:
+        return op_energy(self.hw, plan.macs, plan.weight_bytes, plan.index_bytes, plan.act_bytes,
+                         plan.out_bytes, cycles)
 
     def _row(self, op: LayerOp, nnz: int, plan: Plan, res: SimResult, dplan: Plan, dres: SimResult) -> OpResult:
         hw, total = self.hw, max(res.total_cycles, 1)
+        energy, dense_energy = self.energy(plan, res.total_cycles), self.energy(dplan, dres.total_cycles)
         # Perfectly balanced sparse engine: its work spread evenly over its PEs.
         balanced = hw.sparse_cycles_per_nnz * plan.sparse_macs / plan.sparse_pes if plan.sparse_pes else 0.0
         return OpResult(
@@ -152,7 +157,8 @@ class Simulator:
             stall_cycles=res.stall_cycles, utilization=plan.macs / (hw.num_pes * total),
             load_imbalance=plan.sparse_total / balanced if balanced > 0 else 1.0,
             dram_bytes=plan.dram_bytes, dense_dram_bytes=dplan.dram_bytes,
-            energy_pj=self.energy_pj(plan), dense_energy_pj=self.energy_pj(dplan),
+            energy_pj=energy.total_pj, dense_energy_pj=dense_energy.total_pj, energy_mac_pj=energy.mac_pj,
+            energy_sram_pj=energy.sram_pj, energy_dram_pj=energy.dram_pj, energy_static_pj=energy.static_pj,
             bound="memory" if res.memory_cycles > res.compute_cycles else "compute",
             dense_columns=plan.dense_cols, dense_pes=plan.dense_pes, sparse_pes=plan.sparse_pes,
             tiling=plan.tiling, dataflow=plan.dataflow,
@@ -163,6 +169,7 @@ def results_frame(results: list[OpResult]) -> pd.DataFrame:
     return pd.DataFrame([dataclasses.asdict(r) for r in results], columns=LAYER_COLUMNS)
 
 
+_ENERGY_PARTS = ["energy_mac_pj", "energy_sram_pj", "energy_dram_pj", "energy_static_pj"]
 _SUMS = ["nnz", "dense_cycles", "sparse_cycles", "compute_cycles", "memory_cycles", "stall_cycles",
          "dram_bytes", "dense_dram_bytes", "energy_pj", "dense_energy_pj"]
 WEIGHT_KINDS = ("linear", "lm_head")
@@ -176,7 +183,7 @@ def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
     """
     kind = layers["kind"] if "kind" in layers else pd.Series("linear", index=layers.index)
     df = layers.assign(params=(layers.out_features * layers.in_features).where(kind.isin(WEIGHT_KINDS), 0))
-    cols = _SUMS + ["params"]
+    cols = _SUMS + [c for c in _ENERGY_PARTS if c in df] + ["params"]
     groups = df.groupby(by, sort=False)[cols].sum()
     counts = list(df.groupby(by, sort=False).size())
     if by == "op":
@@ -191,7 +198,7 @@ def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
     out = groups.drop(columns="params").reset_index().rename(columns={"index": by})
     return out[[by, "count", "sparsity", "dense_cycles", "sparse_cycles", "speedup", "compute_cycles",
                 "memory_cycles", "stall_cycles", "dram_bytes", "dense_dram_bytes", "energy_pj",
-                "dense_energy_pj", "energy_saving"]]
+                "dense_energy_pj", "energy_saving"] + [c for c in _ENERGY_PARTS if c in out]]
 
 
 def step_metrics(summary: pd.DataFrame, hw: HardwareConfig, tokens: int) -> dict[str, float]:

@@ -52,6 +52,11 @@ class Plan:
     sparse_total: float  # the sparse engine's cycles over the op (its most-loaded lane)
     tiling: str = ""  # the chosen mapping, e.g. "n>m>k m13 n6 k4096"
     dataflow: str = ""  # its loop order
+    # DRAM bytes through each buffer (they add up to dram_bytes): for the energy model.
+    weight_bytes: float = 0.0
+    index_bytes: float = 0.0
+    act_bytes: float = 0.0
+    out_bytes: float = 0.0
 
     @property
     def dram_bytes(self) -> float:
@@ -167,6 +172,9 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
         arrays = {key: np.tile(v, repeat) for key, v in arrays.items()}
     arrays = merge_steps(arrays, max_steps)
     macs = repeat * round(frac * tokens * (out_f * dense_cols + sparse_nnz))
+    w_read = repeat * float(steps["w"].sum()) * frac
+    idx_share = float(index.sum()) / max(float(values.sum() + index.sum()), 1e-12)
     return Plan(arrays["load"], arrays["write"], arrays["dense"], arrays["sparse"], arrays["step"],
                 p_dense, p_sparse, dense_cols, macs, repeat * round(frac * tokens * sparse_nnz),
-                repeat * s_total, mp.label, mp.order)
+                repeat * s_total, mp.label, mp.order, w_read * (1 - idx_share), w_read * idx_share,
+                repeat * float(steps["a"].sum()), repeat * float(steps["write"].sum()))

@@ -32,4 +32,5 @@ def plan_vector(elements: int, ops_per_element: float, inputs: int, hw: Hardware
     zeros = np.zeros_like(arrays["step"])
     ops = round(elements * ops_per_element)
     return Plan(arrays["load"], arrays["write"], zeros, zeros, arrays["step"], 0, 0, 0, ops, 0, 0.0,
-                f"chunks of {chunk}", "stream")
+                f"chunks of {chunk}", "stream", act_bytes=float(arrays["load"].sum()),
+                out_bytes=float(arrays["write"].sum()))
