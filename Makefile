@@ -48,11 +48,27 @@ compare-example: install
 	$(VENV)/bin/besa-hw run --method wanda --no-report --overwrite --out runs/cmp-wanda
 	$(VENV)/bin/besa-hw run --method sparsegpt --no-report --overwrite --out runs/cmp-sparsegpt
 	$(VENV)/bin/besa-hw run --method magnitude --no-report --overwrite --out runs/cmp-magnitude
+	rm -rf reports/compare-smollm2-135m reports/compare-smollm2-135m-balanced
 	$(VENV)/bin/besa-hw compare runs/example runs/cmp-besa-layer runs/cmp-wanda runs/cmp-sparsegpt runs/cmp-magnitude \
 		--names besa-row besa-layer wanda sparsegpt magnitude --out reports/compare-smollm2-135m
+	$(VENV)/bin/besa-hw compare runs/example runs/cmp-besa-layer runs/cmp-wanda runs/cmp-sparsegpt runs/cmp-magnitude \
+		--names besa-row besa-layer wanda sparsegpt magnitude --set row_schedule=balanced \
+		--out reports/compare-smollm2-135m-balanced
 
 bench-sweep: install
 	$(PY) bench/sweep_speed.py
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache
+
+# SCALE-Sim v3 as a peer for dense cycles and DRAM traffic (bench/validate_scalesim.py).
+# It pins numpy<2, so it gets its own venv; `--cached` on the script skips the runs.
+SCALESIM_VENV := .venv-scalesim
+$(SCALESIM_VENV)/.installed:
+	$(PYTHON) -m venv $(SCALESIM_VENV)
+	$(SCALESIM_VENV)/bin/pip install -q scalesim==3.0.0 'numpy<2'
+	touch $@
+
+.PHONY: validate
+validate: install $(SCALESIM_VENV)/.installed
+	$(PY) bench/validate_scalesim.py
