@@ -57,6 +57,8 @@ def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -
                    help="synthetic masks: how the sparsity of each weight row varies around the layer's "
                         "sparsity: none (every row the same; the default), uniform (each row within "
                         "+/- S of it) or normal (standard deviation S), with S set by --row-spread")
+    p.add_argument("--nm", metavar="N:M", help="synthetic masks: N:M structured sparsity, e.g. 2:4 "
+                   "(N kept in every group of M inputs; sets the sparsity to 1 - N/M)")
     p.add_argument("--row-spread", type=float, default=0.0, metavar="S",
                    help="synthetic masks: half-width (uniform) or standard deviation (normal) of the "
                         "per-row sparsity, e.g. 0.08 (default 0)")
@@ -88,18 +90,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 def workload_spec(args: argparse.Namespace):
     from besa_hw.pipeline import WorkloadSpec
     from simulator.synthetic import AllocationProfile, load_profile
+    from simulator.workload import parse_nm_text
 
     if args.run is not None:
         if not Path(args.run).is_dir():
             raise FileNotFoundError(f"run folder not found: {args.run}")
         synthetic = {"--sparsity": args.sparsity != 0.5, "--profile": args.profile is not None,
-                     "--row-dist": args.row_dist != "none", "--row-spread": args.row_spread != 0.0}
+                     "--row-dist": args.row_dist != "none", "--row-spread": args.row_spread != 0.0,
+                     "--nm": args.nm is not None}
         used = [flag for flag, given in synthetic.items() if given]
         if used:
             raise ValueError(f"{used[0]} applies to synthetic masks (--shape), not to --run")
     per_layer = load_profile(args.profile) if args.profile else {}
-    profile = AllocationProfile(args.sparsity, per_layer, args.row_dist, args.row_spread, args.seed,
-                                exact_masks=args.exact_masks)
+    nm = parse_nm_text(args.nm)
+    sparsity = 1 - nm[0] / nm[1] if nm else args.sparsity
+    profile = AllocationProfile(sparsity, per_layer, args.row_dist, args.row_spread, args.seed,
+                                exact_masks=args.exact_masks, nm=nm)
     return WorkloadSpec(run_dir=args.run, shape=args.shape, profile=profile, phase=args.phase,
                         tokens=args.tokens, blocks=args.blocks, context=args.context,
                         linear_only=args.linear_only)

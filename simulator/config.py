@@ -38,6 +38,7 @@ SPARSE_FORMATS = ("csr", "bitmap")
 MAX_PE_DIM = 1 << 16  # PE rows or columns: far beyond any built array, small enough for int64 cycle math
 ROW_SCHEDULES = ("round-robin", "balanced")
 SPLIT_GRANULARITIES = ("pe", "column")
+DENSE_ENGINES = ("lanes", "systolic-os", "systolic-ws")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class HardwareConfig:
     freq_mhz: float = 500.0
     pe_rows: int = 64
     pe_cols: int = 64
+    # Organisation of the dense engine: independent MAC lanes (every PE busy whatever the
+    # shape), or a pe_rows x pe_cols systolic array, output- or weight-stationary, whose cycles
+    # per fold are SCALE-Sim v3's (engines.systolic_cycles). A systolic dense engine gets whole
+    # PE columns.
+    dense_engine: str = "lanes"
     # How PEs are split between the engines: "proportional" to each side's MACs
     # (ViTCoD), or "fixed" with `dense_pe_fraction` of the array on the dense side.
     split_policy: str = "proportional"
@@ -126,6 +132,7 @@ class HardwareConfig:
         _check_choice("sparse_format", self.sparse_format, SPARSE_FORMATS)
         _check_choice("row_schedule", self.row_schedule, ROW_SCHEDULES)
         _check_choice("split_granularity", self.split_granularity, SPLIT_GRANULARITIES)
+        _check_choice("dense_engine", self.dense_engine, DENSE_ENGINES)
         if not 0.0 < self.dense_pe_fraction < 1.0:
             raise ValueError(f"hardware: dense_pe_fraction must be in (0, 1), got {self.dense_pe_fraction}")
         if not 0.0 <= self.dense_column_threshold <= 1.0:

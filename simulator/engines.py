@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-__all__ = ["split_pes", "dense_cycles", "lane_loads", "sparse_cycles", "Engine"]
+__all__ = ["split_pes", "dense_cycles", "systolic_cycles", "lane_loads", "sparse_cycles", "Engine"]
 
 
 def split_pes(total: int, dense_work: float, sparse_work: float, policy: str,
@@ -63,6 +63,23 @@ def dense_cycles(tokens: float, rows: int, cols: int, pes: int) -> float:
             raise ValueError("dense columns but no dense PEs")
         return 0.0
     return macs / pes
+
+
+def systolic_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> float:
+    """Stall-free cycles of an (m x k) @ (k x n) GEMM on a rows x cols systolic array, as
+    SCALE-Sim v3 counts them (bench/validate_scalesim.py checks it on every run).
+
+    Output-stationary: ceil(m/rows) x ceil(n/cols) folds, each streaming all of k, a fold
+    taking k + rows + cols - 2 cycles; weight-stationary: ceil(k/rows) x ceil(n/cols) folds,
+    each streaming all m tokens, a fold taking m + 2 rows + cols - 2 cycles; minus one (the
+    last output is written in the last cycle). A GEMV (m = 1) keeps one row of an
+    output-stationary array busy.
+    """
+    if min(m, k, n) <= 0:
+        return 0.0
+    if dataflow == "os":
+        return float(-(-m // rows) * -(-n // cols) * (k + rows + cols - 2) - 1)
+    return float(-(-k // rows) * -(-n // cols) * (m + 2 * rows + cols - 2) - 1)
 
 
 def lane_loads(row_nnz: np.ndarray, lanes: int, schedule: str = "round-robin") -> np.ndarray:

@@ -12,26 +12,36 @@ from simulator.config import HardwareConfig
 __all__ = ["row_bytes", "DramChannel"]
 
 
-def row_bytes(hw: HardwareConfig, in_features: int, dense_cols: int,
-              row_nnz_sparse: np.ndarray | None, weight_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def row_bytes(hw: HardwareConfig, in_features: int, dense_cols: int, row_nnz_sparse: np.ndarray | None,
+              weight_bits: int | None = None, nm: tuple[int, int] | None = None,
+              nm_dense: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Bytes each weight row occupies in the weight and in the index buffer.
 
     Dense columns are stored as plain values (zeros included).  The sparse part is
     stored as values plus either CSR column indices (one index per nonzero and one
-    row pointer) or a bitmap (one bit per sparse column).  ``row_nnz_sparse`` is
-    None for a fully dense op.  ``weight_bits`` overrides ``hw.weight_bits`` (e.g. a KV cache).
+    row pointer), a bitmap (one bit per sparse column) or, for an N:M mask (``nm``), the
+    position of each kept value in its group of M (ceil(log2 M) bits: 2 for 2:4).
+    ``nm_dense``: the dense engine runs the N:M mask compressed (a sparse-tensor-core style
+    systolic array), so dense columns store only their N of M values, with positions.
+    ``row_nnz_sparse`` is None for a fully dense op.  ``weight_bits`` overrides
+    ``hw.weight_bits`` (e.g. a KV cache).
     """
     wb = (hw.weight_bits if weight_bits is None else weight_bits) / 8
     if row_nnz_sparse is None:
         return np.array([in_features * wb]), np.array([0.0])
-    values = dense_cols * wb + row_nnz_sparse * wb  # (rows,)
+    pos_bytes = math.ceil(math.log2(nm[1])) / 8 if nm else 0.0
+    kept_dense = dense_cols * nm[0] / nm[1] if nm_dense else dense_cols
+    values = kept_dense * wb + row_nnz_sparse * wb  # (rows,)
+    index = np.full_like(values, kept_dense * pos_bytes if nm_dense else 0.0)
     sparse_cols = in_features - dense_cols
     if sparse_cols == 0:
-        index = np.zeros_like(values)
+        pass
+    elif nm:
+        index = index + row_nnz_sparse * pos_bytes
     elif hw.sparse_format == "csr":
-        index = (row_nnz_sparse + 1) * hw.index_bits / 8
+        index = index + (row_nnz_sparse + 1) * hw.index_bits / 8
     else:  # bitmap
-        index = np.full_like(values, math.ceil(sparse_cols / 8))
+        index = index + math.ceil(sparse_cols / 8)
     return values, index
 
 

@@ -30,11 +30,17 @@ from simulator.partition import MaskStats, split_candidates
 __all__ = ["sampled_stats"]
 
 
-def sampled_stats(keep: np.ndarray, in_f: int, rng: np.random.Generator, hw: HardwareConfig) -> MaskStats:
-    """Statistics of an (out, in) mask whose row r keeps each weight with probability ``keep[r]``."""
+def sampled_stats(keep: np.ndarray, in_f: int, rng: np.random.Generator, hw: HardwareConfig,
+                  nm: tuple[int, int] | None = None) -> MaskStats:
+    """Statistics of an (out, in) mask whose row r keeps each weight with probability ``keep[r]``
+    (an N:M mask, ``nm``: every row keeps exactly in * N / M, each column Binomial(out, N/M))."""
     keep = np.asarray(keep, dtype=np.float64)
     out_f = keep.size
-    row_nnz = rng.binomial(in_f, keep).astype(np.int64)  # (out,)
+    if nm:
+        keep = np.full(out_f, nm[0] / nm[1])
+        row_nnz = np.full(out_f, in_f // nm[1] * nm[0], dtype=np.int64)
+    else:
+        row_nnz = rng.binomial(in_f, keep).astype(np.int64)  # (out,)
     if np.all(keep == keep[0]):
         col_nnz = rng.binomial(out_f, keep[0], size=in_f).astype(np.int64)
     else:

@@ -105,10 +105,10 @@ class Simulator:
         mask = op.mask()
         return None if mask is None else mask_stats(mask, self.hw)
 
-    def sparse_plan(self, stats: MaskStats, tokens: int) -> Plan:
+    def sparse_plan(self, stats: MaskStats, tokens: int, nm: tuple[int, int] | None = None) -> Plan:
         """Plan of the column split with the lowest estimated latency."""
         plans = [plan_op(stats.out_features, stats.in_features, tokens, self.hw, k,
-                         stats.row_nnz_sparse(c), self.max_steps)
+                         stats.row_nnz_sparse(c), self.max_steps, nm=nm)
                  for c, k in enumerate(stats.dense_cols)]
         bpc = self.accelerator.bytes_per_cycle
         # Ties (to a cycle) go to the split with more dense columns: a dense mask runs dense.
@@ -121,7 +121,7 @@ class Simulator:
         if stats is None:
             plan, res, nnz = dense_plan, dense_res, op.weights
         else:
-            plan = self.sparse_plan(stats, op.tokens)
+            plan = self.sparse_plan(stats, op.tokens, op.nm)
             res, nnz = self.accelerator.run(plan), stats.nnz
             if res.total_cycles > dense_res.total_cycles and stats.in_features in stats.dense_cols:
                 # The split was picked on an estimate; the all-dense split (allowed here) is the

@@ -42,6 +42,7 @@ class AllocationProfile:
     # False: the simulator draws the masks' statistics from their distributions (sampled.py);
     # True: it materialises every mask bit by bit and counts (exact, much slower for big models).
     exact_masks: bool = False
+    nm: tuple[int, int] | None = None  # N:M masks (N kept in every group of M); sparsity is then 1 - N/M
 
     def __post_init__(self) -> None:
         for key, s in {"sparsity": self.sparsity, **self.per_layer}.items():
@@ -115,9 +116,21 @@ def _rng(block: int, op: str, profile: AllocationProfile) -> np.random.Generator
     return np.random.Generator(np.random.PCG64([profile.seed, key]))
 
 
+def nm_mask(shape: tuple[int, int], nm: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Keep-mask with N random positions kept in every group of M along the input dimension."""
+    out_f, in_f = shape
+    n, m = nm
+    if in_f % m:
+        raise ValueError(f"N:M {n}:{m} does not divide the input width {in_f}")
+    order = rng.random((out_f, in_f // m, m)).argsort(axis=2)
+    return (order < n).reshape(out_f, in_f)
+
+
 def _loader(shape: tuple[int, int], block: int, op: str, profile: AllocationProfile) -> MaskLoader:
     def load() -> np.ndarray:
         rng = _rng(block, op, profile)
+        if profile.nm:
+            return nm_mask(shape, profile.nm, rng)
         rows = _row_sparsity(rng, shape[0], profile.layer_sparsity(block, op), profile)
         return bernoulli_mask(shape, rows if profile.row_spread else float(rows[0]), rng)
     return load
@@ -129,7 +142,7 @@ def _stats_loader(shape: tuple[int, int], block: int, op: str, profile: Allocati
         rng = _rng(block, op, profile)
         rows = _row_sparsity(rng, shape[0], profile.layer_sparsity(block, op), profile)
         keep = 1.0 - np.round(rows * 65536) / 65536  # the masks' 1/65536 resolution
-        return sampled_stats(keep, shape[1], rng, hw)
+        return sampled_stats(keep, shape[1], rng, hw, profile.nm)
     return load
 
 
@@ -138,6 +151,12 @@ def synthetic_ops(shape: ModelShape, tokens: int, profile: AllocationProfile, bl
     """Ops of `shape` with lazily generated masks following `profile` (``context``/``linear_only``
     as in `model_ops`)."""
     ops = model_ops(shape, tokens, lambda b, op, s: _loader(s, b, op, profile), blocks, context, linear_only)
+    if profile.nm:
+        bad = [op for op in ops if op.load_mask is not None and op.in_features % profile.nm[1]]
+        if bad:
+            raise ValueError(f"N:M {profile.nm[0]}:{profile.nm[1]} does not divide the input width "
+                             f"{bad[0].in_features} of {bad[0].op}")
+        ops = [replace(op, nm=profile.nm) if op.load_mask is not None else op for op in ops]
     if profile.exact_masks:
         return ops
     return [replace(op, load_stats=_stats_loader((op.out_features, op.in_features), op.block, op.op, profile))

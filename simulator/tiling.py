@@ -25,7 +25,7 @@ import numpy as np
 
 from simulator.config import HardwareConfig
 from simulator.dataflow import Mapping, best_mapping
-from simulator.engines import dense_cycles, sparse_cycles, split_pes
+from simulator.engines import dense_cycles, sparse_cycles, split_pes, systolic_cycles
 from simulator.memory import row_bytes
 
 __all__ = ["Plan", "plan_op", "plan_steps", "merge_steps", "MAX_TILE_STEPS"]
@@ -133,24 +133,33 @@ def merge_steps(arrays: dict[str, np.ndarray], max_steps: int) -> dict[str, np.n
 
 def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: int,
             row_nnz_sparse: np.ndarray | None, max_steps: int = 256, *, weight_bits: int | None = None,
-            repeat: int = 1, causal: bool = False) -> Plan:
+            repeat: int = 1, causal: bool = False, nm: tuple[int, int] | None = None) -> Plan:
     """Map one matmul (``repeat`` times).  ``row_nnz_sparse`` None means dense (every PE dense).
 
     ``weight_bits`` overrides the weight-side operand's precision (the KV cache in attention).
+    ``nm``: the mask is N:M; a systolic dense engine then runs it compressed (its reduction
+    shrinks by M/N, sparse-tensor-core style) and the positions take ceil(log2 M) bits.
     """
     dense = row_nnz_sparse is None
+    systolic = hw.dense_engine != "lanes"
+    nm_dense = bool(nm) and systolic and not dense
     wb = hw.weight_bits if weight_bits is None else weight_bits
-    values, index = row_bytes(hw, in_f, dense_cols, row_nnz_sparse, weight_bits=wb)
+    values, index = row_bytes(hw, in_f, dense_cols, row_nnz_sparse, weight_bits=wb, nm=nm, nm_dense=nm_dense)
     nnz_s = np.zeros(1, dtype=np.int64) if dense else np.asarray(row_nnz_sparse, dtype=np.int64)
     sparse_nnz = int(nnz_s.sum())
+    k_dense = -(-dense_cols * nm[0] // nm[1]) if nm_dense else dense_cols  # reduction the dense engine runs
     if dense:
         p_dense, p_sparse = hw.num_pes, 0
     else:
-        p_dense, p_sparse = split_pes(hw.num_pes, out_f * dense_cols, hw.sparse_cycles_per_nnz * sparse_nnz,
+        p_dense, p_sparse = split_pes(hw.num_pes, out_f * k_dense, hw.sparse_cycles_per_nnz * sparse_nnz,
                                       hw.split_policy, hw.dense_pe_fraction,
-                                      hw.pe_cols if hw.split_granularity == "column" else 0)
+                                      hw.pe_cols if hw.split_granularity == "column" or systolic else 0)
     frac = (tokens + 1) / (2 * tokens) if causal else 1.0
-    d_total = frac * dense_cycles(tokens, out_f, dense_cols, p_dense)
+    if systolic:
+        d_total = frac * systolic_cycles(tokens, k_dense, out_f if p_dense else 0, hw.pe_rows,
+                                         max(1, p_dense // hw.pe_rows), hw.dense_engine.removeprefix("systolic-"))
+    else:
+        d_total = frac * dense_cycles(tokens, out_f, dense_cols, p_dense)
     s_total = frac * sparse_cycles(tokens, nnz_s, p_sparse, hw.lanes, hw.row_schedule, hw.sparse_cycles_per_nnz)
     ab, ob = hw.act_bits / 8, hw.act_bits / 8
     total_bytes = float(values.sum() + index.sum()) * (out_f if values.size == 1 else 1)
@@ -160,7 +169,7 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
             f"{tokens} tokens through a {out_f}x{in_f} matmul need {mp.tiles * repeat} tiles ({mp.label}), more "
             f"than the simulator's limit of {MAX_TILE_STEPS}; lower the tokens or raise the SRAM sizes")
     # Per-row work per token: the dense columns on P_d PEs, the row's nonzeros on P_s PEs.
-    row_work = dense_cols / p_dense if p_dense else 0.0
+    row_work = k_dense / p_dense if p_dense else 0.0
     row_work = row_work + (hw.sparse_cycles_per_nnz * nnz_s / p_sparse if p_sparse else 0.0)
     row_work = np.broadcast_to(np.atleast_1d(row_work), values.shape)
     steps = plan_steps(mp, tokens, out_f, in_f, values + index, row_work, ab, ob)
@@ -171,7 +180,7 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
     if repeat > 1:
         arrays = {key: np.tile(v, repeat) for key, v in arrays.items()}
     arrays = merge_steps(arrays, max_steps)
-    macs = repeat * round(frac * tokens * (out_f * dense_cols + sparse_nnz))
+    macs = repeat * round(frac * tokens * (out_f * k_dense + sparse_nnz))
     w_read = repeat * float(steps["w"].sum()) * frac
     idx_share = float(index.sum()) / max(float(values.sum() + index.sum()), 1e-12)
     return Plan(arrays["load"], arrays["write"], arrays["dense"], arrays["sparse"], arrays["step"],

@@ -143,6 +143,7 @@ class LayerOp:
     inputs: int = 1
     # Synthetic masks: ``load_stats(hw)`` draws the mask's statistics without the mask (sampled.py).
     load_stats: Callable | None = field(default=None, compare=False, repr=False)
+    nm: tuple[int, int] | None = None  # the mask is N:M (N kept in every group of M along the input)
 
     def __post_init__(self) -> None:
         if self.out_features <= 0 or self.in_features <= 0:
@@ -300,6 +301,20 @@ def _manifest_layers(run_dir: Path, meta: dict) -> tuple[ModelShape, dict]:
     return shape, meta["layers"]
 
 
+def parse_nm_text(text, where: object = "--nm") -> tuple[int, int] | None:
+    """``"2:4"`` -> (2, 4); None for None; ValueError naming ``where`` otherwise."""
+    if text in (None, ""):
+        return None
+    n, sep, m = str(text).partition(":")
+    try:
+        n_, m_ = int(n), int(m)
+    except ValueError:
+        n_ = m_ = 0
+    if not sep or not 0 < n_ < m_:
+        raise ValueError(f"{where}: N:M pattern must look like 2:4 (0 < N < M), got {text!r}")
+    return n_, m_
+
+
 def run_ops(run_dir: str | Path, tokens: int, context: int | None = None, linear_only: bool = False,
             blocks: int | None = None) -> tuple[ModelShape, list[LayerOp]]:
     """Ops of a pruning run folder (masks.safetensors + manifest.json), masks read lazily.
@@ -341,6 +356,9 @@ def run_ops(run_dir: str | Path, tokens: int, context: int | None = None, linear
 
     n = min(blocks or shape.num_hidden_layers, shape.num_hidden_layers)
     ops = model_ops(shape, tokens, mask_for, range(n), context=context, linear_only=linear_only)
+    nm = parse_nm_text((meta.get("hyperparameters") or {}).get("nm"), run_dir / "manifest.json")
+    if nm:
+        ops = [replace(op, nm=nm) if op.name in keys.values() else op for op in ops]
     # A Linear's shape is the one its mask was recorded with.
     sized = {key: tuple(int(d) for d in layers[key]["shape"]) for key in keys.values()}
     return shape, [replace(op, out_features=sized[op.name][0], in_features=sized[op.name][1])

@@ -1,0 +1,65 @@
+"""Systolic arrays (SCALE-Sim v3's cycles) and N:M structured sparsity."""
+
+import numpy as np
+import pytest
+
+from simulator import LayerOp, Simulator, apply_overrides, get_shape, load_hardware
+from simulator.engines import systolic_cycles
+from simulator.memory import row_bytes
+from simulator.synthetic import AllocationProfile, nm_mask, synthetic_ops
+
+
+# (M, K, N, rows, cols, dataflow, SCALE-Sim 3.0.0's cycles as run by bench/validate_scalesim.py)
+SCALESIM_RUNS = [(4, 16, 16, 8, 8, "os", 59), (4, 16, 16, 8, 8, "ws", 103),
+                 (32, 128, 128, 8, 8, "os", 9087), (32, 128, 128, 8, 8, "ws", 13823),
+                 (512, 1024, 1024, 64, 64, "os", 147199), (512, 1024, 1024, 64, 64, "ws", 179711),
+                 (1, 4096, 4096, 64, 64, "os", 270207), (1, 4096, 4096, 64, 64, "ws", 782335)]
+
+
+@pytest.mark.parametrize("m,k,n,rows,cols,df,cycles", SCALESIM_RUNS)
+def test_systolic_cycles_equal_scalesim(m, k, n, rows, cols, df, cycles):
+    assert systolic_cycles(m, k, n, rows, cols, df) == cycles
+    hw = load_hardware("besa-64x64", {"pe_rows": rows, "pe_cols": cols, "dense_engine": f"systolic-{df}"})
+    res = Simulator(hw, compute_only=True).run_op(LayerOp(0, "q_proj", n, k, m))
+    assert res.dense_cycles == cycles  # the SimPy model executes the closed form
+
+
+def test_a_gemv_uses_one_row_of_an_output_stationary_array():
+    hw = load_hardware("systolic-64x64", {"dense_engine": "systolic-os"})
+    res = Simulator(hw, compute_only=True).run_op(LayerOp(0, "q_proj", 4096, 4096, 1))
+    assert res.utilization == pytest.approx(4096 * 4096 / (4096 * 270207))  # about 1.5%
+    lanes = Simulator(load_hardware("besa-64x64"), compute_only=True).run_op(LayerOp(0, "q_proj", 4096, 4096, 1))
+    assert lanes.utilization == pytest.approx(1.0)
+
+
+def test_nm_mask_and_storage_by_hand():
+    rng = np.random.default_rng(0)
+    mask = nm_mask((16, 64), (2, 4), rng)
+    assert (mask.reshape(16, 16, 4).sum(axis=2) == 2).all()
+    hw = load_hardware("besa-64x64")
+    # 2:4, 8-bit, all sparse: 32 kept values per 64-wide row + 2 bits of position each = 8 B.
+    values, index = row_bytes(hw, 64, 0, np.full(16, 32), nm=(2, 4))
+    assert values.tolist() == [32.0] * 16 and index.tolist() == [8.0] * 16
+    # Compressed on a systolic dense engine: 32 values and 8 B of positions per row as well.
+    values, index = row_bytes(hw, 64, 64, np.zeros(16, dtype=int), nm=(2, 4), nm_dense=True)
+    assert values.tolist() == [32.0] * 16 and index.tolist() == [8.0] * 16
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_two_four_is_exactly_twice_as_fast_on_the_systolic_preset(exact):
+    shape = get_shape("llama-7b")
+    prof = AllocationProfile(0.5, nm=(2, 4), exact_masks=exact)
+    ops = synthetic_ops(shape, 64, prof, range(1), linear_only=True)
+    results = Simulator(load_hardware("systolic-64x64"), compute_only=True).run(ops)
+    dense, sparse = sum(r.dense_cycles for r in results), sum(r.sparse_cycles for r in results)
+    # Half the weight-stationary folds: 2F (M + 190) - 1 against F (M + 190) - 1 cycles per op.
+    assert dense == 2 * sparse + len(results) and f"{dense / sparse:.3f}" == "2.000"
+    # Unstructured 50% buys no compute on an array without a sparse engine.
+    ops = synthetic_ops(shape, 64, AllocationProfile(0.5, exact_masks=exact), range(1), linear_only=True)
+    assert all(r.speedup == 1.0 for r in Simulator(load_hardware("systolic-64x64"), compute_only=True).run(ops))
+
+
+def test_nm_on_the_lanes_engine_is_perfectly_balanced():
+    ops = synthetic_ops(get_shape("smollm2-135m"), 1, AllocationProfile(0.5, nm=(2, 4)), range(1), linear_only=True)
+    hw = apply_overrides(load_hardware("besa-64x64"), {"column_split": "all-sparse"})
+    assert all(r.load_imbalance == pytest.approx(1.0) for r in Simulator(hw, compute_only=True).run(ops))
