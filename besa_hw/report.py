@@ -189,9 +189,30 @@ def _headline(run: RunData, compare: pd.DataFrame | None) -> list[tuple]:
                               "RoPE, softmax, SiLU x up, residual adds, the embedding gather and the LM head), "
                               "so latency and tokens/s are those of the whole step. Speedup is against a dense "
                               "run on the same hardware.")]
+    if m.get("tasks"):
+        doc += _zero_shot(m["tasks"])
     if compare is not None and not compare.empty:
         doc += [("h", 3, "Compared runs"), ("table", compare)]
     return doc
+
+
+def _zero_shot(tasks: dict) -> list[tuple]:
+    """The run's zero-shot accuracy (``besa-hw eval --tasks``), as recorded in the manifest."""
+    from besa_hw.tasks import tasks_mean, tasks_table
+
+    versions = sorted({str(t.get("lm_eval")) for t in tasks.values() if t.get("lm_eval")})
+    shots = sorted({t.get("num_fewshot") for t in tasks.values() if t.get("num_fewshot") is not None})
+    limits = sorted({t["limit"] for t in tasks.values() if t.get("limit")})
+    dense = any(t.get("dense") for t in tasks.values())
+    note = (f"Zero-shot accuracy measured with lm-eval {', '.join(versions) or '?'} on the pruned model"
+            + (" and on the dense base model (dense columns)" if dense else "")
+            + f", {'/'.join(map(str, shots)) or '?'}-shot. acc: the choice with the highest log-likelihood is "
+              "right; acc_norm: the same with log-likelihoods divided by the choice's length in characters; stderr: "
+              "standard error over the n documents"
+            + (f" (at most {'/'.join(map(str, limits))} per task, --limit)" if limits else "") + ".")
+    mean = tasks_mean(tasks)
+    return [("h", 3, "Zero-shot tasks"), ("table", tasks_table(tasks))] + ([("p", mean[0].upper() + mean[1:] + ".")] if mean
+                                                                           else []) + [("p", note)]
 
 
 def _configuration(run: RunData) -> list[tuple]:

@@ -15,8 +15,8 @@ from simulator import HardwareConfig, summarize
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "Timings", "simulate_run", "evaluate_run", "prune_and_evaluate", "is_finished_run",
-           "check_run", "check_held_out"]
+__all__ = ["EvalConfig", "Timings", "simulate_run", "evaluate_run", "evaluate_run_tasks", "prune_and_evaluate",
+           "is_finished_run", "check_run", "check_held_out"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,26 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     ids = tokenize(tok, load_text(ev.data, "evaluation")) if ids is None else ids
     pruned = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
     return record_perplexity(run_dir, ev, dense_ppl, pruned, ids.numel())
+
+
+def evaluate_run_tasks(run_dir: str | Path, loaded, cfg, device: str, dense: bool = False) -> dict:
+    """Zero-shot accuracy of a finished run on ``loaded`` tasks (besa_hw.tasks), and of its dense base
+    model when ``dense`` (loaded once, evaluated, then masked in place); updates the manifest."""
+    from besa_hw.cmd_eval import load_run_model, saved_model_dir
+    from besa_hw.models import load_model
+    from besa_hw.tasks import evaluate_tasks, record_tasks
+    from pruning.export import read_manifest, read_run
+
+    spec = read_manifest(run_dir)["model"]
+    saved_model_dir(run_dir)  # fail before any evaluation if the run cannot be reproduced
+    read_run(run_dir)
+    base = dense_results = None
+    if dense:
+        base = load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
+        dense_results = evaluate_tasks(*base, loaded, cfg)
+    lm, tok, _ = load_run_model(run_dir, device, base=base)
+    pruned = evaluate_tasks(lm, tok, loaded, cfg)
+    return record_tasks(run_dir, pruned, dense_results)
 
 
 def check_held_out(calibration: dict | None, eval_source: str) -> None:

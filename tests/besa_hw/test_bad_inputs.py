@@ -10,6 +10,7 @@ under a second.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -339,6 +340,12 @@ EVAL = [
     Case("device-cuda-absent", lambda e: e.eval_run("--device", "cuda"), "cuda",
          skip=lambda: "CUDA is available" if _cuda() else None),
     Case("device-unknown", lambda e: e.eval_model("--device", "tpu"), "tpu"),
+    Case("nothing-to-evaluate", lambda e: ["eval", "--model", str(e.model)], ("--data", "--tasks")),
+    Case("tasks-yaml-missing", lambda e: e.eval_model("--tasks", e.path("nope.yaml")), "nope.yaml"),
+    Case("tasks-folder-empty", lambda e: e.eval_run("--tasks", e.dir("taskdir") + "/"), "taskdir"),
+    Case("tasks-limit-zero", lambda e: e.eval_model("--tasks", "piqa", "--limit", "0"), "--limit"),
+    Case("tasks-yaml-binary", lambda e: e.eval_model("--tasks", e.file("bad.yaml")), "bad.yaml",
+         skip=lambda: None if importlib.util.find_spec("lm_eval") else "lm-eval (besa-hw[tasks]) not installed"),
 ]
 
 SIMULATE = [
