@@ -34,7 +34,7 @@ DEFAULT_PRESET = "besa-64x64"
 
 SPLIT_POLICIES = ("proportional", "fixed")
 COLUMN_SPLITS = ("auto", "threshold", "all-sparse", "all-dense")
-SPARSE_FORMATS = ("csr", "bitmap")
+SPARSE_FORMATS = ("csr", "bitmap", "macko")
 MAX_PE_DIM = 1 << 16  # PE rows or columns: far beyond any built array, small enough for int64 cycle math
 ROW_SCHEDULES = ("round-robin", "balanced")
 SPLIT_GRANULARITIES = ("pe", "column")
@@ -85,6 +85,8 @@ class HardwareConfig:
     act_sram_kib: float = 53.0
     out_sram_kib: float = 108.0
     dram_gbps: float = 76.8
+    # Fraction of dram_gbps that streaming actually achieves (a GPU's GEMV reaches ~90%, not 100%).
+    dram_efficiency: float = 1.0
     weight_bits: int = 8
     act_bits: int = 8
     index_bits: int = 16
@@ -133,6 +135,8 @@ class HardwareConfig:
         _check_choice("row_schedule", self.row_schedule, ROW_SCHEDULES)
         _check_choice("split_granularity", self.split_granularity, SPLIT_GRANULARITIES)
         _check_choice("dense_engine", self.dense_engine, DENSE_ENGINES)
+        if not (isinstance(self.dram_efficiency, (int, float)) and 0.0 < self.dram_efficiency <= 1.0):
+            raise ValueError(f"hardware: dram_efficiency must be in (0, 1], got {self.dram_efficiency!r}")
         if not 0.0 < self.dense_pe_fraction < 1.0:
             raise ValueError(f"hardware: dense_pe_fraction must be in (0, 1), got {self.dense_pe_fraction}")
         if not 0.0 <= self.dense_column_threshold <= 1.0:
@@ -156,8 +160,8 @@ class HardwareConfig:
 
     @property
     def dram_bytes_per_cycle(self) -> float:
-        """GB/s divided by MHz: bytes the DRAM channel moves per clock cycle."""
-        return self.dram_gbps * 1e9 / (self.freq_mhz * 1e6)
+        """Achieved GB/s divided by MHz: bytes the DRAM channel moves per clock cycle."""
+        return self.dram_gbps * self.dram_efficiency * 1e9 / (self.freq_mhz * 1e6)
 
     def buffer_bytes(self, kind: str) -> int:
         """Usable bytes of one SRAM buffer ("weight", "index", "act", "out") for one tile.

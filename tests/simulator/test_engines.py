@@ -159,7 +159,7 @@ def test_balanced_lowers_the_imbalance_of_uneven_rows(hw):
     assert bal.load_imbalance < 1.01
 
 
-PRESETS = ["besa-64x64", "vitcod-64x8", "besa-paper", "systolic-64x64"]
+PRESETS = ["besa-64x64", "vitcod-64x8", "besa-paper", "systolic-64x64", "rtx4090-gpu"]
 
 
 @pytest.mark.parametrize("compute_only", [True, False])
