@@ -59,6 +59,9 @@ def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -
                         "+/- S of it) or normal (standard deviation S), with S set by --row-spread")
     p.add_argument("--nm", metavar="N:M", help="synthetic masks: N:M structured sparsity, e.g. 2:4 "
                    "(N kept in every group of M inputs; sets the sparsity to 1 - N/M)")
+    p.add_argument("--wbits", type=int, choices=(2, 3, 4, 8), help="synthetic masks: quantize the pruned "
+                   "Linears' weights to B bits (one fp16 scale and a B-bit zero point per group)")
+    p.add_argument("--group-size", type=int, default=-1, help="with --wbits: inputs per group (-1: per row)")
     p.add_argument("--row-spread", type=float, default=0.0, metavar="S",
                    help="synthetic masks: half-width (uniform) or standard deviation (normal) of the "
                         "per-row sparsity, e.g. 0.08 (default 0)")
@@ -97,15 +100,18 @@ def workload_spec(args: argparse.Namespace):
             raise FileNotFoundError(f"run folder not found: {args.run}")
         synthetic = {"--sparsity": args.sparsity != 0.5, "--profile": args.profile is not None,
                      "--row-dist": args.row_dist != "none", "--row-spread": args.row_spread != 0.0,
-                     "--nm": args.nm is not None}
+                     "--nm": args.nm is not None, "--wbits": args.wbits is not None}
         used = [flag for flag, given in synthetic.items() if given]
         if used:
             raise ValueError(f"{used[0]} applies to synthetic masks (--shape), not to --run")
     per_layer = load_profile(args.profile) if args.profile else {}
     nm = parse_nm_text(args.nm)
     sparsity = 1 - nm[0] / nm[1] if nm else args.sparsity
+    if args.group_size == 0 or args.group_size < -1:
+        raise ValueError(f"--group-size must be -1 (per row) or a positive number of inputs, got {args.group_size}")
     profile = AllocationProfile(sparsity, per_layer, args.row_dist, args.row_spread, args.seed,
-                                exact_masks=args.exact_masks, nm=nm)
+                                exact_masks=args.exact_masks, nm=nm, wbits=args.wbits,
+                                group_size=args.group_size if args.wbits else None)
     return WorkloadSpec(run_dir=args.run, shape=args.shape, profile=profile, phase=args.phase,
                         tokens=args.tokens, blocks=args.blocks, context=args.context,
                         linear_only=args.linear_only)
@@ -140,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     scope = "Linear layers only" if spec.linear_only else (
         f"whole decoder step, context {spec.attention_context}" if spec.phase == "decode" else "whole decoder step")
     print(f"\n{hw.name}, {spec.phase} ({spec.n_tokens} tokens, {scope}), {mode}: {len(layers)} ops; "
-          f"speedup vs dense: Linear-only {m['speedup_linear']:.3f}x, end-to-end {m['speedup_e2e']:.3f}x; "
+          f"speedup vs dense: Linear-only {m['speedup_linear']:.3f}x, end-to-end {m['speedup_e2e']:.3f}x"
+          + (f" (vs dense fp16: {m['speedup_e2e_vs_fp16']:.3f}x)" if "speedup_e2e_vs_fp16" in m else "") + "; "
           f"{m['latency_ms']:.3f} ms per step, {m['tokens_per_s']:.1f} tokens/s "
           f"(dense {m['dense_tokens_per_s']:.1f}); simulated in {seconds:.1f} s")
     if args.out:

@@ -32,9 +32,12 @@ class OpResult:
     tokens: int
     nnz: int
     sparsity: float
-    dense_cycles: int  # dense baseline: every PE dense, dense weight traffic
+    dense_cycles: int  # dense baseline at the op's own weight bits: every PE dense, dense weight traffic
     sparse_cycles: int  # this op with its mask
-    speedup: float
+    speedup: float  # dense_cycles / sparse_cycles
+    dense_fp16_cycles: int  # dense with 16-bit weights
+    speedup_vs_fp16: float
+    weight_bits: int
     latency_us: float
     dense_engine_cycles: int
     sparse_engine_cycles: int
@@ -75,12 +78,12 @@ class Simulator:
         self._dense: dict[tuple, tuple[Plan, SimResult]] = {}
 
     def dense(self, out_f: int, in_f: int, tokens: int, weight_bits: int | None = None, repeat: int = 1,
-              causal: bool = False) -> tuple[Plan, SimResult]:
+              causal: bool = False, group_size: int | None = None) -> tuple[Plan, SimResult]:
         """Plan and SimPy result of a dense matmul (the baseline of a Linear, or an attention op)."""
-        key = ("matmul", out_f, in_f, tokens, weight_bits, repeat, causal)
+        key = ("matmul", out_f, in_f, tokens, weight_bits, repeat, causal, group_size)
         if key not in self._dense:
             plan = plan_op(out_f, in_f, tokens, self.hw, in_f, None, self.max_steps, weight_bits=weight_bits,
-                           repeat=repeat, causal=causal)
+                           repeat=repeat, causal=causal, group_size=group_size)
             self._dense[key] = (plan, self.accelerator.run(plan))
         return self._dense[key]
 
@@ -88,7 +91,8 @@ class Simulator:
         """The op without pruning: a dense matmul, or the vector unit's chunks."""
         if op.is_matmul:
             bits = (self.hw.kv_bits or self.hw.act_bits) if op.kind == "attention" else op.weight_bits
-            return self.dense(op.out_features, op.in_features, op.tokens, bits, op.repeat, op.causal)
+            return self.dense(op.out_features, op.in_features, op.tokens, bits, op.repeat, op.causal,
+                              op.group_size)
         elements = op.repeat * op.tokens * op.out_features
         key = ("vector", elements, op.ops_per_element, op.inputs, op.weight_bits, op.kind)
         if key not in self._dense:
@@ -105,10 +109,12 @@ class Simulator:
         mask = op.mask()
         return None if mask is None else mask_stats(mask, self.hw)
 
-    def sparse_plan(self, stats: MaskStats, tokens: int, nm: tuple[int, int] | None = None) -> Plan:
+    def sparse_plan(self, stats: MaskStats, tokens: int, nm: tuple[int, int] | None = None,
+                    weight_bits: int | None = None, group_size: int | None = None) -> Plan:
         """Plan of the column split with the lowest estimated latency."""
         plans = [plan_op(stats.out_features, stats.in_features, tokens, self.hw, k,
-                         stats.row_nnz_sparse(c), self.max_steps, nm=nm)
+                         stats.row_nnz_sparse(c), self.max_steps, nm=nm, weight_bits=weight_bits,
+                         group_size=group_size)
                  for c, k in enumerate(stats.dense_cols)]
         bpc = self.accelerator.bytes_per_cycle
         # Ties (to a cycle) go to the split with more dense columns: a dense mask runs dense.
@@ -121,13 +127,20 @@ class Simulator:
         if stats is None:
             plan, res, nnz = dense_plan, dense_res, op.weights
         else:
-            plan = self.sparse_plan(stats, op.tokens, op.nm)
+            plan = self.sparse_plan(stats, op.tokens, op.nm, op.weight_bits, op.group_size)
             res, nnz = self.accelerator.run(plan), stats.nnz
             if res.total_cycles > dense_res.total_cycles and stats.in_features in stats.dense_cols:
                 # The split was picked on an estimate; the all-dense split (allowed here) is the
                 # dense baseline itself, already simulated: never lose to it.
                 plan, res = dense_plan, dense_res
-        return self._row(op, nnz, plan, res, dense_plan, dense_res)
+        fp16 = self.fp16_cycles(op, dense_res)
+        return self._row(op, nnz, plan, res, dense_plan, dense_res, fp16)
+
+    def fp16_cycles(self, op: LayerOp, dense_res: SimResult) -> int:
+        """The op dense with 16-bit weights (the usual deployment baseline of a quantized model)."""
+        if op.kind not in ("linear", "lm_head") or (op.weight_bits or self.hw.weight_bits) == 16:
+            return dense_res.total_cycles
+        return self.dense(op.out_features, op.in_features, op.tokens, 16, op.repeat, op.causal)[1].total_cycles
 
     def run(self, ops: Iterable[LayerOp], callback: Callable[[OpResult], None] | None = None) -> list[OpResult]:
         results = []
@@ -141,7 +154,8 @@ class Simulator:
         return op_energy(self.hw, plan.macs, plan.weight_bytes, plan.index_bytes, plan.act_bytes,
                          plan.out_bytes, cycles)
 
-    def _row(self, op: LayerOp, nnz: int, plan: Plan, res: SimResult, dplan: Plan, dres: SimResult) -> OpResult:
+    def _row(self, op: LayerOp, nnz: int, plan: Plan, res: SimResult, dplan: Plan, dres: SimResult,
+             fp16_cycles: int) -> OpResult:
         hw, total = self.hw, max(res.total_cycles, 1)
         energy, dense_energy = self.energy(plan, res.total_cycles), self.energy(dplan, dres.total_cycles)
         # Perfectly balanced sparse engine: its work spread evenly over its PEs.
@@ -151,7 +165,9 @@ class Simulator:
             in_features=op.in_features, tokens=op.tokens, nnz=nnz,
             sparsity=1.0 - nnz / op.weights if op.weights else 0.0,
             dense_cycles=dres.total_cycles, sparse_cycles=res.total_cycles,
-            speedup=dres.total_cycles / total, latency_us=hw.cycles_to_us(res.total_cycles),
+            speedup=dres.total_cycles / total, dense_fp16_cycles=fp16_cycles, speedup_vs_fp16=fp16_cycles / total,
+            weight_bits=op.weight_bits or (hw.kv_bits or hw.act_bits if op.kind == "attention" else hw.weight_bits),
+            latency_us=hw.cycles_to_us(res.total_cycles),
             dense_engine_cycles=res.dense_engine_cycles, sparse_engine_cycles=res.sparse_engine_cycles,
             compute_cycles=res.compute_cycles, memory_cycles=res.memory_cycles,
             stall_cycles=res.stall_cycles, utilization=plan.macs / (hw.num_pes * total),
@@ -172,6 +188,7 @@ def results_frame(results: list[OpResult]) -> pd.DataFrame:
 _ENERGY_PARTS = ["energy_mac_pj", "energy_sram_pj", "energy_dram_pj", "energy_static_pj"]
 _SUMS = ["nnz", "dense_cycles", "sparse_cycles", "compute_cycles", "memory_cycles", "stall_cycles",
          "dram_bytes", "dense_dram_bytes", "energy_pj", "dense_energy_pj"]
+_OPTIONAL_SUMS = ["dense_fp16_cycles"]
 WEIGHT_KINDS = ("linear", "lm_head")
 
 
@@ -183,7 +200,7 @@ def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
     """
     kind = layers["kind"] if "kind" in layers else pd.Series("linear", index=layers.index)
     df = layers.assign(params=(layers.out_features * layers.in_features).where(kind.isin(WEIGHT_KINDS), 0))
-    cols = _SUMS + [c for c in _ENERGY_PARTS if c in df] + ["params"]
+    cols = _SUMS + [c for c in _ENERGY_PARTS + _OPTIONAL_SUMS if c in df] + ["params"]
     groups = df.groupby(by, sort=False)[cols].sum()
     counts = list(df.groupby(by, sort=False).size())
     if by == "op":
@@ -194,22 +211,27 @@ def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
     groups["sparsity"] = 1.0 - groups.nnz / groups.params.where(groups.params > 0)
     groups["sparsity"] = groups.sparsity.fillna(0.0)
     groups["speedup"] = groups.dense_cycles / groups.sparse_cycles.clip(lower=1)
+    if "dense_fp16_cycles" in groups:
+        groups["speedup_vs_fp16"] = groups.dense_fp16_cycles / groups.sparse_cycles.clip(lower=1)
     groups["energy_saving"] = groups.dense_energy_pj / groups.energy_pj.clip(lower=1e-12)
     out = groups.drop(columns="params").reset_index().rename(columns={"index": by})
     return out[[by, "count", "sparsity", "dense_cycles", "sparse_cycles", "speedup", "compute_cycles",
                 "memory_cycles", "stall_cycles", "dram_bytes", "dense_dram_bytes", "energy_pj",
-                "dense_energy_pj", "energy_saving"] + [c for c in _ENERGY_PARTS if c in out]]
+                "dense_energy_pj", "energy_saving"] + [c for c in _ENERGY_PARTS + _OPTIONAL_SUMS + ["speedup_vs_fp16"]
+                                                       if c in out]]
 
 
 def step_metrics(summary: pd.DataFrame, hw: HardwareConfig, tokens: int) -> dict[str, float]:
     """Headline numbers of one simulated step (a `summarize` table): Linear-only and end-to-end
     speedup, latency in ms at the preset clock and tokens/s (``tokens`` produced or consumed by
-    the step: the batch in decode, the prompt in prefill), sparse and dense."""
+    the step: the batch in decode, the prompt in prefill), sparse and dense; with the
+    ``speedup_vs_fp16`` column, the end-to-end speedup against a dense fp16 model too."""
     rows = summary.set_index(summary.columns[0])
     total = rows.loc["total"]
     linear = rows.loc["linear"] if "linear" in rows.index else total
     ms, dense_ms = hw.cycles_to_us(total.sparse_cycles) / 1e3, hw.cycles_to_us(total.dense_cycles) / 1e3
-    return {"speedup_linear": float(linear.speedup), "speedup_e2e": float(total.speedup),
+    extra = {"speedup_e2e_vs_fp16": float(total.speedup_vs_fp16)} if "speedup_vs_fp16" in rows else {}
+    return extra | {"speedup_linear": float(linear.speedup), "speedup_e2e": float(total.speedup),
             "latency_ms": ms, "dense_latency_ms": dense_ms,
             "tokens_per_s": tokens / (ms / 1e3) if ms > 0 else float("inf"),
             "dense_tokens_per_s": tokens / (dense_ms / 1e3) if dense_ms > 0 else float("inf")}

@@ -43,6 +43,8 @@ class AllocationProfile:
     # True: it materialises every mask bit by bit and counts (exact, much slower for big models).
     exact_masks: bool = False
     nm: tuple[int, int] | None = None  # N:M masks (N kept in every group of M); sparsity is then 1 - N/M
+    wbits: int | None = None  # quantized weights of the pruned Linears (None: the hardware's weight_bits)
+    group_size: int | None = None  # inputs per quantization group (-1: one group per row)
 
     def __post_init__(self) -> None:
         for key, s in {"sparsity": self.sparsity, **self.per_layer}.items():
@@ -157,6 +159,9 @@ def synthetic_ops(shape: ModelShape, tokens: int, profile: AllocationProfile, bl
             raise ValueError(f"N:M {profile.nm[0]}:{profile.nm[1]} does not divide the input width "
                              f"{bad[0].in_features} of {bad[0].op}")
         ops = [replace(op, nm=profile.nm) if op.load_mask is not None else op for op in ops]
+    if profile.wbits:
+        ops = [replace(op, weight_bits=profile.wbits, group_size=op.in_features if (profile.group_size or -1) < 0
+                       else profile.group_size) if op.load_mask is not None else op for op in ops]
     if profile.exact_masks:
         return ops
     return [replace(op, load_stats=_stats_loader((op.out_features, op.in_features), op.block, op.op, profile))

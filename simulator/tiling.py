@@ -133,18 +133,24 @@ def merge_steps(arrays: dict[str, np.ndarray], max_steps: int) -> dict[str, np.n
 
 def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: int,
             row_nnz_sparse: np.ndarray | None, max_steps: int = 256, *, weight_bits: int | None = None,
-            repeat: int = 1, causal: bool = False, nm: tuple[int, int] | None = None) -> Plan:
+            repeat: int = 1, causal: bool = False, nm: tuple[int, int] | None = None,
+            group_size: int | None = None) -> Plan:
     """Map one matmul (``repeat`` times).  ``row_nnz_sparse`` None means dense (every PE dense).
 
     ``weight_bits`` overrides the weight-side operand's precision (the KV cache in attention).
     ``nm``: the mask is N:M; a systolic dense engine then runs it compressed (its reduction
     shrinks by M/N, sparse-tensor-core style) and the positions take ceil(log2 M) bits.
+    ``group_size``: quantized weights, one fp16 scale and a ``weight_bits`` zero point per group
+    of inputs of every row; dequantisation is fused into the accumulation (each group's partial
+    sum is scaled once: one extra MAC per token, row and group, on the whole array).
     """
     dense = row_nnz_sparse is None
     systolic = hw.dense_engine != "lanes"
     nm_dense = bool(nm) and systolic and not dense
     wb = hw.weight_bits if weight_bits is None else weight_bits
     values, index = row_bytes(hw, in_f, dense_cols, row_nnz_sparse, weight_bits=wb, nm=nm, nm_dense=nm_dense)
+    groups = -(-in_f // group_size) if group_size else 0
+    values = values + groups * (16 + wb) / 8  # scales (fp16) and zero points per row
     nnz_s = np.zeros(1, dtype=np.int64) if dense else np.asarray(row_nnz_sparse, dtype=np.int64)
     sparse_nnz = int(nnz_s.sum())
     k_dense = -(-dense_cols * nm[0] // nm[1]) if nm_dense else dense_cols  # reduction the dense engine runs
@@ -175,8 +181,10 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
     steps = plan_steps(mp, tokens, out_f, in_f, values + index, row_work, ab, ob)
     share = steps["work"] / steps["work"].sum() if steps["work"].sum() > 0 else np.full(steps["work"].size,
                                                                                      1 / steps["work"].size)
+    dequant = tokens * out_f * groups / hw.num_pes  # fused dequantisation: one MAC per (token, row, group)
     arrays = {"load": steps["w"] * frac + steps["a"], "write": steps["write"],
-              "dense": d_total * share, "sparse": s_total * share, "step": max(d_total, s_total) * share}
+              "dense": d_total * share, "sparse": s_total * share,
+              "step": (max(d_total, s_total) + dequant) * share}
     if repeat > 1:
         arrays = {key: np.tile(v, repeat) for key, v in arrays.items()}
     arrays = merge_steps(arrays, max_steps)

@@ -144,6 +144,9 @@ class LayerOp:
     # Synthetic masks: ``load_stats(hw)`` draws the mask's statistics without the mask (sampled.py).
     load_stats: Callable | None = field(default=None, compare=False, repr=False)
     nm: tuple[int, int] | None = None  # the mask is N:M (N kept in every group of M along the input)
+    # Quantized weights (with weight_bits): one fp16 scale and a weight_bits zero point per group
+    # of group_size inputs of every row.
+    group_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.out_features <= 0 or self.in_features <= 0:
@@ -359,6 +362,9 @@ def run_ops(run_dir: str | Path, tokens: int, context: int | None = None, linear
     nm = parse_nm_text((meta.get("hyperparameters") or {}).get("nm"), run_dir / "manifest.json")
     if nm:
         ops = [replace(op, nm=nm) if op.name in keys.values() else op for op in ops]
+    quant = {key: info["quant"] for key, info in layers.items() if isinstance(info.get("quant"), dict)}
+    ops = [replace(op, weight_bits=int(quant[op.name]["bits"]), group_size=int(quant[op.name]["group_size"]))
+           if op.name in quant else op for op in ops]
     # A Linear's shape is the one its mask was recorded with.
     sized = {key: tuple(int(d) for d in layers[key]["shape"]) for key in keys.values()}
     return shape, [replace(op, out_features=sized[op.name][0], in_features=sized[op.name][1])
