@@ -22,12 +22,13 @@ layer's mask in memory.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+
+from simulator.config import read_document
 
 __all__ = [
     "OP_NAMES",
@@ -258,12 +259,7 @@ def read_manifest(run_dir: str | Path) -> dict:
     manifest = run_dir / "manifest.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: manifest.json is missing")
-    try:
-        meta = json.loads(manifest.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{manifest}: not a UTF-8 text JSON file") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{manifest}: invalid JSON ({exc})") from None
+    meta = read_document(manifest, "run manifest", fmt="json")
     if not isinstance(meta, dict):
         raise ValueError(f"{manifest}: expected a JSON object, got {type(meta).__name__}")
     return meta

@@ -80,20 +80,6 @@ def test_tiny_bandwidth_makes_decode_memory_bound(hw):
     assert ideal <= res.sparse_cycles <= ideal + res.compute_cycles / 10 + 2
 
 
-@pytest.mark.parametrize("double_buffer", [True, False])
-def test_simpy_equals_analytic_without_contention(hw, double_buffer):
-    hw = apply_overrides(hw, {"double_buffer": double_buffer})
-    mask = np.random.default_rng(2).random((700, 900)) >= np.linspace(0.2, 0.8, 900)
-    row_nnz = mask.sum(axis=1)
-    plan = plan_op(700, 900, 3, hw, 100, row_nnz - mask[:, :100].sum(axis=1), max_steps=64)
-    acc = Accelerator(hw, compute_only=True)
-    res = acc.run(plan)
-    assert res.total_cycles == int(np.ceil(plan.compute_cycles - 1e-6))
-    assert res.stall_cycles == 0 and res.memory_cycles == 0
-    assert res.dense_engine_cycles == int(np.ceil(plan.dense_cycles.sum() - 1e-6))
-    assert res.sparse_engine_cycles == int(np.ceil(plan.sparse_cycles.sum() - 1e-6))
-
-
 def test_single_buffer_serialises_load_and_compute(hw):
     mask = np.random.default_rng(3).random((512, 512)) >= 0.5
     single = Simulator(apply_overrides(hw, {"double_buffer": False})).run_op(op_with(mask, tokens=64))
