@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from besa_hw.cmd_prune import add_prune_args
-from besa_hw.cmd_simulate import add_hardware_args, add_phase_args, hardware, phase_tokens
+from besa_hw.options import add_hardware_args, add_phase_args, hardware, phase_tokens
 
 logger = logging.getLogger(__name__)
 

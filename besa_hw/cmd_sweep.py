@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from besa_hw.cmd_simulate import add_hardware_args, add_workload_args, hardware, workload_spec
+from besa_hw.options import add_hardware_args, add_workload_args, hardware, workload_spec
 
 MAX_WORKERS = 1024  # processes; more only costs memory
 
