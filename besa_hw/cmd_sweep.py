@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep-file", metavar="FILE.toml",
                    help="TOML with a [sweep] table (key = [values]) and optional [hardware] base overrides")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS|local",
+                   help="run the points on a Dask cluster: its scheduler's address (tcp://host:8786), or "
+                        "'local' for a LocalCluster of --workers processes (default: a local process pool)")
     p.add_argument("--out", metavar="DIR", required=True,
                    help="write DIR/sweep.csv (point x op), DIR/points.csv (per point) and figures")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder written by besa-hw")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     ops = build_ops(spec)
     start = time.perf_counter()
     with tqdm(total=len(points) + len(ops), desc="sweep", unit="task", disable=None) as bar:
-        tidy, totals = run_sweep(ops, points, args.compute_only, args.workers, bar.update)
+        tidy, totals = run_sweep(ops, points, args.compute_only, args.workers, bar.update, args.scheduler)
     seconds = time.perf_counter() - start
     with staged_dir(args.out, "sweep", overwrite=args.overwrite) as stage:
         write_table(tidy, stage / "sweep.csv")

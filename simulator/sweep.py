@@ -79,14 +79,20 @@ def _stats_task(args: tuple[int, HardwareConfig]) -> MaskStats | None:
     return Simulator(hw).stats(_SHARED["ops"][index])
 
 
+def point_rows(ops: Sequence[LayerOp], stats: Sequence[MaskStats | None], point: int, params: dict,
+               hw: HardwareConfig, compute_only: bool) -> list[dict]:
+    """One grid point: every op simulated with its precomputed mask statistics."""
+    sim = Simulator(hw, compute_only=compute_only)
+    return [{"point": point, **params, **dataclasses.asdict(sim.run_op(op, st))} for op, st in zip(ops, stats)]
+
+
+def _stats_key(hw: HardwareConfig) -> tuple:
+    return tuple(getattr(hw, f) for f in _STATS_FIELDS)
+
+
 def _point_task(args: tuple[int, dict, HardwareConfig, bool]) -> list[dict]:
     point, params, hw, compute_only = args
-    key = tuple(getattr(hw, f) for f in _STATS_FIELDS)
-    sim = Simulator(hw, compute_only=compute_only)
-    rows = []
-    for op, stats in zip(_SHARED["ops"], _SHARED["stats"][key]):
-        rows.append({"point": point, **params, **dataclasses.asdict(sim.run_op(op, stats))})
-    return rows
+    return point_rows(_SHARED["ops"], _SHARED["stats"][_stats_key(hw)], point, params, hw, compute_only)
 
 
 def _pool_map(fn: Callable, tasks: list, workers: int, tick: Callable[[], None]) -> list:
@@ -105,21 +111,58 @@ def _pool_map(fn: Callable, tasks: list, workers: int, tick: Callable[[], None])
 
 
 def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]], compute_only: bool = False,
-              workers: int | None = None, tick: Callable[[], None] = lambda: None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Simulate `ops` at every point: (tidy per point x op table, per-point totals)."""
+              workers: int | None = None, tick: Callable[[], None] = lambda: None,
+              scheduler: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate `ops` at every point: (tidy per point x op table, per-point totals).
+
+    Mask statistics are computed here (a local process pool); the points run in the same pool,
+    or on a Dask cluster when ``scheduler`` is its address ("local": a LocalCluster of
+    ``workers`` processes). Both give the same numbers.
+    """
     workers = workers or os.cpu_count() or 1
     _SHARED.clear()
     _SHARED.update(ops=list(ops), stats={})
-    for params, hw in points:
-        key = tuple(getattr(hw, f) for f in _STATS_FIELDS)
-        if key not in _SHARED["stats"]:
-            _SHARED["stats"][key] = _pool_map(_stats_task, [(i, hw) for i in range(len(ops))], workers, tick)
-    tasks = [(i, params, hw, compute_only) for i, (params, hw) in enumerate(points)]
-    rows = [r for chunk in _pool_map(_point_task, tasks, workers, tick) for r in chunk]
-    _SHARED.clear()
+    try:
+        for _, hw in points:
+            if _stats_key(hw) not in _SHARED["stats"]:
+                _SHARED["stats"][_stats_key(hw)] = _pool_map(_stats_task, [(i, hw) for i in range(len(ops))],
+                                                             workers, tick)
+        if scheduler:
+            rows = _dask_rows(points, compute_only, workers, tick, scheduler)
+        else:
+            tasks = [(i, params, hw, compute_only) for i, (params, hw) in enumerate(points)]
+            rows = [r for chunk in _pool_map(_point_task, tasks, workers, tick) for r in chunk]
+    finally:
+        stats = _SHARED.pop("stats", None)
+        _SHARED.clear()
+    del stats
     params = list(points[0][0])
     tidy = pd.DataFrame(rows, columns=["point", *params, *LAYER_COLUMNS])
     return tidy, point_totals(tidy, params)
+
+
+def _dask_rows(points: list[tuple[dict, HardwareConfig]], compute_only: bool, workers: int,
+               tick: Callable[[], None], scheduler: str) -> list[dict]:
+    """The points on a Dask cluster: ops and statistics are scattered once, one task per point."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ValueError("--scheduler needs Dask: pip install 'besa-hw[cluster]'") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) if scheduler == "local" else None
+    try:
+        with Client(cluster if cluster is not None else scheduler, timeout="10s") as client:
+            ops = client.scatter(_SHARED["ops"], broadcast=True)
+            stats = {key: client.scatter(val, broadcast=True) for key, val in _SHARED["stats"].items()}
+            futures = [client.submit(point_rows, ops, stats[_stats_key(hw)], i, params, hw, compute_only, pure=False)
+                       for i, (params, hw) in enumerate(points)]
+            for _ in as_completed(futures):
+                tick()
+            return [r for f in futures for r in f.result()]
+    except OSError as exc:
+        raise ValueError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 def point_totals(tidy: pd.DataFrame, params: list[str]) -> pd.DataFrame:

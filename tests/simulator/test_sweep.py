@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 
 from simulator import get_shape, load_hardware
@@ -40,3 +41,13 @@ def test_sweep_matches_single_simulations_and_bandwidth_helps(workers):
     from simulator import Simulator
     direct = Simulator(points[1][1]).run(ops)
     assert list(tidy[tidy.point == 1].sparse_cycles) == [r.sparse_cycles for r in direct]
+
+
+def test_dask_local_cluster_gives_the_process_pool_numbers():
+    """`sweep --scheduler local`: the same points.csv as the default process pool."""
+    pytest.importorskip("distributed")
+    ops = synthetic_ops(get_shape("smollm2-135m"), 8, AllocationProfile(0.5), blocks=range(1), context=128)
+    points = grid_points(load_hardware(), parse_grid(["pe_rows=16,64", "dram_gbps=19.2,76.8"]))
+    _, pool = run_sweep(ops, points, workers=1)
+    _, dask = run_sweep(ops, points, workers=1, scheduler="local")
+    pd.testing.assert_frame_equal(pool, dask)
