@@ -128,14 +128,14 @@ def _linear(layers: pd.DataFrame) -> pd.DataFrame:
     return layers[layers.kind.eq("linear")] if "kind" in layers else layers
 
 
-def _scope(layers: pd.DataFrame) -> str:
+def _scope(layers: pd.DataFrame, phase: str) -> str:
     """What a phase's simulation covers, in words."""
     if "kind" not in layers or not layers.kind.ne("linear").any():
         return "Linear layers only"
     attn = layers[layers.op.eq("attn_scores")]
-    context = int(attn.out_features.iloc[0]) if not attn.empty else None
-    return "whole decoder step" + (f", context {context}" if context and not attn.causal.any() else "") \
-        if "causal" in layers else "whole decoder step"
+    if phase == "decode" and not attn.empty:
+        return f"whole decoder step, context {int(attn.out_features.iloc[0])}"
+    return "whole decoder step"
 
 
 def speed_table(run: RunData) -> pd.DataFrame:
@@ -149,7 +149,7 @@ def speed_table(run: RunData) -> pd.DataFrame:
         tokens = int(_linear(layers).tokens.iloc[0])
         lin = _linear(layers)
         dense, sparse = layers.dense_cycles.sum(), layers.sparse_cycles.sum()
-        rows.append({"phase": phase, "tokens": tokens, "simulated": _scope(layers),
+        rows.append({"phase": phase, "tokens": tokens, "simulated": _scope(layers, phase),
                      "speedup, Linear-only": lin.dense_cycles.sum() / max(lin.sparse_cycles.sum(), 1),
                      "speedup, end-to-end": dense / max(sparse, 1),
                      "dense latency (ms)": dense / freq_hz * 1e3, "sparse latency (ms)": sparse / freq_hz * 1e3,
