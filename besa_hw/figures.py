@@ -135,7 +135,9 @@ def speedup_by_op(layers_by_phase: Mapping[str, pd.DataFrame], path: str | Path)
         per_op = _speedup(df, "op").reindex(ops)
         x = np.arange(len(ops)) + (i - (len(layers_by_phase) - 1) / 2) * width
         bars = ax_op.bar(x, per_op, width, color=color, label=f"{phase} per op type")
-        ax_op.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        # Ops that pruning does not touch sit at exactly 1.00x: label only the others.
+        ax_op.bar_label(bars, labels=[f"{v:.2f}" if abs(v - 1.0) > 5e-4 else "" for v in per_op.fillna(1.0)],
+                        fontsize=7, padding=1)
         per_block = _speedup(block_rows(df), "block").sort_index()
         shown += [per_op.to_numpy(), per_block.to_numpy()]
         ax_blk.plot(per_block.index, per_block, marker=".", color=color, label=f"{phase} per block")
