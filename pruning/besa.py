@@ -107,8 +107,10 @@ class AllocationLearner(nn.Module):
             s = (p @ self.cands).expand(rows)
             hard = la.ranks >= torch.round(s.detach() * cols).unsqueeze(1)
             mask = hard.to(soft.dtype) + soft - soft.detach()
-            w = la.weight * mask
-            out[la.param_name] = w if self.clip is None else self.clip(la.param_name, w)
+            # Quantizing then masking equals masking then quantizing (a pruned 0 quantizes to exactly 0)
+            # and lets the range come from the kept weights without differentiating through it.
+            w = la.weight if self.clip is None else self.clip(la.param_name, la.weight, keep=hard)
+            out[la.param_name] = w * mask
             pruned = pruned + s.sum() * cols
         return out, pruned / self.total
 

@@ -5,6 +5,12 @@ Each group of each Linear gets two logits: xmax = sigmoid(g1) * max(W), xmin = s
 sigmoid(4) = 0.982); g = +inf is plain min-max RTN. The module is a drop-in weight transform: BESA's
 allocation learner applies it after masking (joint training), and :func:`clip_only_weights` uses it
 alone on fixed masks (LWC after magnitude / Wanda / SparseGPT, or on a dense model).
+
+The fake quantization has a hand-written backward (:class:`LwcFakeQuant`): autograd through the
+dozen elementwise ops of :func:`pruning.quant.fake_quant` tripled the cost of a BESA step's weight
+transform. Its gradients are the straight-through ones of ``fake_quant`` except that the group's
+max/min are constants with respect to ``w`` (the range comes from the current hard mask); the
+clipping factors get the exact gradient.
 """
 
 from __future__ import annotations
@@ -12,7 +18,47 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pruning.quant import QuantParams, fake_quant, group_width, quantize
+from pruning.quant import QuantParams, group_width, grouped, quantize
+
+
+class LwcFakeQuant(torch.autograd.Function):
+    """w_hat = (clamp(round(w / s) + z, 0, qmax) - z) * s, s and z from lo * wmin and hi * wmax.
+
+    ``wmax``/``wmin`` (out, groups) are the group's max(w, 0) and min(w, 0), given as constants
+    (computed on the kept weights). Straight-through gradients per element (u = w / s, r = round(u)):
+    inside the range d w_hat = dw + (r - u) ds; clamped low d w_hat = dxmin - (z + xmin / s) ds;
+    clamped high d w_hat = dxmin + (qmax - z - xmin / s) ds; ds = (dxmax - dxmin) / qmax.
+    """
+
+    @staticmethod
+    def forward(ctx, w, lo, hi, wmax, wmin, bits: int, group: int):  # noqa: D102
+        qmax = 2**bits - 1
+        xmin = lo * wmin
+        s = ((hi * wmax - xmin) / qmax).clamp_min(1e-8)
+        z = torch.round(-xmin / s).clamp(0, qmax)
+        out = torch.round(grouped(w, group) / s.unsqueeze(-1)).add_(z.unsqueeze(-1)).clamp_(0, qmax)
+        ctx.save_for_backward(w, s, z, xmin, wmax, wmin)
+        ctx.bits, ctx.group = bits, group
+        return out.sub_(z.unsqueeze(-1)).mul_(s.unsqueeze(-1)).reshape(w.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        w, s, z, xmin, wmax, wmin = ctx.saved_tensors
+        qmax = 2**ctx.bits - 1
+        s3, z3 = s.unsqueeze(-1), z.unsqueeze(-1)
+        u = grouped(w, ctx.group) / s3
+        r = torch.round(u)
+        t = r + z3
+        inside = (t >= 0) & (t <= qmax)
+        go = grouped(grad_out, ctx.group)
+        edge = (xmin / s).unsqueeze(-1) + z3  # z + xmin / s
+        coef = torch.where(inside, r.sub_(u), torch.where(t < 0, -edge, qmax - edge))
+        grad_s = (go * coef).sum(-1)
+        go_inside = go * inside
+        grad_xmin = (go.sum(-1) - go_inside.sum(-1)) - grad_s / qmax
+        grad_xmax = grad_s / qmax
+        grad_w = go_inside.reshape(w.shape) if ctx.needs_input_grad[0] else None
+        return grad_w, grad_xmin * wmin, grad_xmax * wmax, None, None, None, None
 
 
 class ClipLearner(nn.Module):
@@ -33,10 +79,14 @@ class ClipLearner(nn.Module):
         i = self.names.index(name)
         return torch.sigmoid(self.lo[i]), torch.sigmoid(self.hi[i])
 
-    def forward(self, name: str, weight: torch.Tensor) -> torch.Tensor:
-        """Fake-quantized ``weight`` (already masked) with straight-through rounding."""
+    def forward(self, name: str, weight: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Fake-quantized ``weight`` with straight-through rounding; the group ranges come from the
+        kept weights (``weight * keep``, or ``weight`` itself when it is already masked)."""
         lo, hi = self.factors(name)
-        return fake_quant(weight, self.bits, self.group, lo, hi)
+        with torch.no_grad():
+            g = grouped(weight if keep is None else weight * keep, self.group)
+            wmax, wmin = g.amax(dim=-1).clamp_min(0), g.amin(dim=-1).clamp_max(0)
+        return LwcFakeQuant.apply(weight, lo, hi, wmax, wmin, self.bits, self.group)
 
     @torch.no_grad()
     def quantize(self, name: str, weight: torch.Tensor) -> QuantParams:

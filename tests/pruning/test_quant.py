@@ -105,3 +105,23 @@ def test_quant_config_validation(tiny_model, calib_ids):
         PruneConfig(quantizer="rtn")
     with pytest.raises(ValueError, match="does not divide"):
         prune_model(tiny_model, calib_ids, PruneConfig(method="magnitude", wbits=4, group_size=48))
+
+
+def test_lwc_hand_written_backward_matches_autograd():
+    """The custom backward gives the clipping logits exactly autograd's straight-through gradient."""
+    g = torch.Generator().manual_seed(5)
+    w, keep = torch.randn(8, 32, generator=g, dtype=torch.float64), torch.rand(8, 32, generator=g) > 0.4
+    clip = ClipLearner({"a": (8, 32)}, bits=3, group=8).double()
+    with torch.no_grad():
+        for p in clip.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 2)
+    grad_out = torch.randn(8, 32, generator=g, dtype=torch.float64)
+    lo, hi = clip.factors("a")
+    (fake_quant(w * keep, 3, 8, lo, hi) * grad_out).sum().backward()
+    expected = [p.grad.clone() for p in clip.parameters()]
+    clip.zero_grad()
+    out = clip("a", w, keep=keep) * keep
+    (out * grad_out).sum().backward()
+    assert torch.equal(out, fake_quant(w * keep, 3, 8, lo, hi).detach())
+    for e, p in zip(expected, clip.parameters()):
+        torch.testing.assert_close(p.grad, e)
