@@ -99,20 +99,21 @@ class AllocationLearner(nn.Module):
 
     def masked_weights(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Hard-masked weights with straight-through soft-mask gradients, and the block's expected sparsity."""
-        out, pruned = {}, 0.0
+        masks, pruned = {}, 0.0
         for la in self.layers:
             p = self.probs(la)
             rows, cols = la.weight.shape
             soft = torch.cumsum(p, dim=1).expand(rows, -1).gather(1, la.bucket)  # keep-probability (out, in)
             s = (p @ self.cands).expand(rows)
             hard = la.ranks >= torch.round(s.detach() * cols).unsqueeze(1)
-            mask = hard.to(soft.dtype) + soft - soft.detach()
+            masks[la.param_name] = (hard, hard.to(soft.dtype) + soft - soft.detach())
+            pruned = pruned + s.sum() * cols
+        weights = {la.param_name: la.weight for la in self.layers}
+        if self.clip is not None:
             # Quantizing then masking equals masking then quantizing (a pruned 0 quantizes to exactly 0)
             # and lets the range come from the kept weights without differentiating through it.
-            w = la.weight if self.clip is None else self.clip(la.param_name, la.weight, keep=hard)
-            out[la.param_name] = w * mask
-            pruned = pruned + s.sum() * cols
-        return out, pruned / self.total
+            weights = self.clip.forward_all(weights, {n: hard for n, (hard, _) in masks.items()})
+        return {n: w * masks[n][1] for n, w in weights.items()}, pruned / self.total
 
     def allocation_parameters(self) -> list[nn.Parameter]:
         return [la.logits for la in self.layers]

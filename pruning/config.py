@@ -101,7 +101,7 @@ class PruneConfig:
     besa_step: float = 0.01
     besa_beta: float = 5.0
     besa_batch: int = 1
-    besa_samples: int | None = None
+    besa_samples: int | None = 24  # the README's headline setting (bench/prune_quality.py); None = all
     besa_carry_d: bool | None = None  # None: carry Prodigy's d across blocks for row allocation only
     besa_optimizer: str = "prodigy"
     besa_lr: float = 1.0

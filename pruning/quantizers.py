@@ -61,12 +61,12 @@ def make_clip(job, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tens
     clip = ClipLearner({names[op]: tuple(w.shape) for op, w in weights.items()}, cfg.wbits, cfg.group_size,
                        device=dev)
     if cfg.lwc_search:
-        for i, (op, w) in enumerate(weights.items()):
+        for op, w in weights.items():
             stats = job.stats.get(op)
             logit = search_init(w.detach().float() * masks[op].to(w.dtype), None if stats is None else stats.sq_mean,
                                 cfg.wbits, cfg.group_size)
-            clip.lo[i].data.copy_(logit)
-            clip.hi[i].data.copy_(logit)
+            for param in clip.logits(names[op]):
+                param.data.copy_(logit)
     return clip
 
 
