@@ -38,17 +38,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def saved_model_dir(run_dir: str | Path) -> Path | None:
-    """The run's saved pruned model, or None when masks on the base model reproduce it.
+    """The run's saved pruned model, or None when masks (and codes) on the base model reproduce it.
 
-    Raises ValueError for a run that changed weights (sparsegpt, --reconstruct) without saving them.
+    Raises ValueError for a run that changed weights (sparsegpt, --reconstruct) without saving them
+    or their quantized codes.
     """
     from pruning.export import MODEL_DIR, read_manifest
+    from pruning.quant_export import QUANT
 
     saved = Path(run_dir) / MODEL_DIR
     if saved.is_dir():
         return saved
     manifest = read_manifest(run_dir)
-    if manifest.get("hyperparameters", {}).get("weights_updated"):
+    if manifest.get("hyperparameters", {}).get("weights_updated") and not (Path(run_dir) / QUANT).is_file():
         raise ValueError(f"run {run_dir} updated weights ({manifest['method']}) but has no saved model; "
                          "re-run prune with --save-model")
     return None
@@ -71,7 +73,26 @@ def load_run_model(run_dir: str | Path, device: str = "cpu", base=None):
     spec = manifest["model"]
     lm, tok = base if base is not None else load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
     apply_masks(lm, masks)
+    apply_codes(lm, run_dir, manifest)
     return lm, tok, manifest
+
+
+def apply_codes(lm, run_dir: str | Path, manifest: dict) -> None:
+    """Replace quantized Linears' weights by their dequantized codes (a run's quant.safetensors, if any)."""
+    import torch
+
+    from pruning.quant_export import QUANT, load_quant
+
+    path = Path(run_dir) / QUANT
+    if not path.is_file():
+        return
+    modules = dict(lm.named_modules())
+    with torch.no_grad():
+        for key, q in load_quant(path, manifest.get("layers") or {}).items():
+            w = modules[key].weight
+            if tuple(w.shape) != tuple(q.codes.shape):
+                raise ValueError(f"{path}: codes of {key} {tuple(q.codes.shape)} do not match the model")
+            w.copy_(q.dequantize().to(w.device, w.dtype))
 
 
 def apply_masks(lm, masks: dict) -> None:

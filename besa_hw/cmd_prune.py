@@ -46,7 +46,15 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
     g.add_argument("--epochs", type=int, help="BESA epochs (default 1)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    g.add_argument("--save-model", action="store_true", help="also save the pruned model (safetensors)")
+    g.add_argument("--save-model", action="store_true",
+                   help="also save the pruned model (safetensors; with --wbits in compressed-tensors pack-quantized "
+                        "format)")
+    q = p.add_argument_group("quantization (weight-only, asymmetric, per group of inputs)")
+    q.add_argument("--wbits", type=int, choices=(2, 3, 4, 8), help="quantize every pruned Linear to B bits")
+    q.add_argument("--group-size", type=int, help="inputs per quantization group, -1 = per output channel (default 64)")
+    q.add_argument("--quantizer", choices=("rtn", "lwc", "obs"),
+                   help="rtn: min-max; lwc: learnable clipping (joint with the allocation for besa); obs: GPTQ-style "
+                        "inside SparseGPT's OBS loop (default: lwc for besa, obs for sparsegpt, rtn otherwise)")
 
 
 def _preset(name: str | None) -> dict:
@@ -104,7 +112,8 @@ def build_configs(args: argparse.Namespace):
 
     fields = _preset(args.preset)
     flags = {"sparsity": args.sparsity, "besa_allocation": args.allocation, "besa_importance": args.importance,
-             "besa_reconstruct": args.reconstruct, "besa_epochs": args.epochs}
+             "besa_reconstruct": args.reconstruct, "besa_epochs": args.epochs, "wbits": args.wbits,
+             "group_size": args.group_size, "quantizer": args.quantizer}
     fields.update({k: v for k, v in flags.items() if v is not None})
     if isinstance(fields.get("nm"), str):
         fields["nm"] = parse_nm(fields["nm"])
@@ -184,7 +193,11 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
                                    **describe_split(calib.source, "calibration")}
 
     def saver(path: Path) -> None:
+        if result.quant:
+            from pruning.quant_export import save_compressed_tensors
+            save_compressed_tensors(lm, tok, result.quant, path)
+            return
         lm.save_pretrained(path, safe_serialization=True)
         tok.save_pretrained(path)
 
-    return write_run(out, result.masks, manifest, saver if save_model else None)
+    return write_run(out, result.masks, manifest, saver if save_model else None, quant=result.quant)

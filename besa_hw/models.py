@@ -98,7 +98,8 @@ def load_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None, device:
     spec = resolve_model(model, gguf_file)
     extra = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     try:
-        lm = AutoModelForCausalLM.from_pretrained(spec.source, dtype=torch.float32, **extra)
+        lm = AutoModelForCausalLM.from_pretrained(spec.source, dtype=torch.float32, **extra,
+                                                  **_compressed_tensors_kwargs(spec.source))
         tok = AutoTokenizer.from_pretrained(spec.source, **extra)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load model {model}: {str(exc).splitlines()[0]}") from exc
@@ -106,6 +107,27 @@ def load_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None, device:
     lm.to(device).eval()
     logger.info("loaded %s (%s, %d blocks)", spec.model_id, type(lm).__name__, lm.config.num_hidden_layers)
     return lm, tok, spec
+
+
+def _compressed_tensors_kwargs(source: str) -> dict:
+    """For a compressed-tensors folder (``prune --wbits --save-model``): dequantize while loading.
+
+    transformers' default route for it (keep it compressed, decompress on the first forward) fails
+    on asymmetric pack-quantized weights with compressed-tensors 0.20 / transformers 5.24: it sizes
+    the packed zero points as unpacked ones. Dequantizing at load time reads them correctly.
+    """
+    config = Path(source) / "config.json"
+    if not config.is_file():
+        return {}
+    try:
+        method = json.loads(config.read_text()).get("quantization_config", {}).get("quant_method")
+    except (ValueError, AttributeError):
+        return {}
+    if method != "compressed-tensors":
+        return {}
+    from transformers import CompressedTensorsConfig
+
+    return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
 
 
 def model_context(model) -> int | None:

@@ -13,6 +13,11 @@ Loss = per-output-channel normalised block reconstruction MSE
 with ``s_block`` the parameter-weighted expected sparsity of the block. Only the logits train
 (weights stay frozen). After training, per-row prune counts are rescaled and rounded
 (largest remainder) so the block lands exactly on the target.
+
+Joint sparsification and quantization (the paper's joint optimisation with quantization): with a
+:class:`pruning.lwc.ClipLearner` the masked weights are also fake-quantized with learnable
+clipping, and the clipping logits train in the same loss and the same steps as the allocation
+logits (each parameter set with its own optimizer).
 """
 
 from __future__ import annotations
@@ -66,8 +71,9 @@ class AllocationLearner(nn.Module):
 
     def __init__(self, named_weights: dict[str, torch.Tensor], scores: dict[str, torch.Tensor],
                  target: float, allocation: str = "row", step: float = 0.01,
-                 smoothing: str = "none", init_width: float = 0.1) -> None:
+                 smoothing: str = "none", init_width: float = 0.1, clip: nn.Module | None = None) -> None:
         super().__init__()
+        self.clip = clip  # optional ClipLearner: fake-quantizes each masked weight
         self.cands = candidate_grid(step).float()
         self.smoothing = smoothing
         self.layers: list[_LayerAlloc] = []
@@ -93,17 +99,30 @@ class AllocationLearner(nn.Module):
 
     def masked_weights(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Hard-masked weights with straight-through soft-mask gradients, and the block's expected sparsity."""
-        out, pruned = {}, 0.0
+        masks, pruned = {}, 0.0
         for la in self.layers:
             p = self.probs(la)
             rows, cols = la.weight.shape
             soft = torch.cumsum(p, dim=1).expand(rows, -1).gather(1, la.bucket)  # keep-probability (out, in)
             s = (p @ self.cands).expand(rows)
             hard = la.ranks >= torch.round(s.detach() * cols).unsqueeze(1)
-            mask = hard.to(soft.dtype) + soft - soft.detach()
-            out[la.param_name] = la.weight * mask
+            masks[la.param_name] = (hard, hard.to(soft.dtype) + soft - soft.detach())
             pruned = pruned + s.sum() * cols
-        return out, pruned / self.total
+        weights = {la.param_name: la.weight for la in self.layers}
+        if self.clip is not None:
+            # Quantizing then masking equals masking then quantizing (a pruned 0 quantizes to exactly 0)
+            # and lets the range come from the kept weights without differentiating through it.
+            weights = self.clip.forward_all(weights, {n: hard for n, (hard, _) in masks.items()})
+        return {n: w * masks[n][1] for n, w in weights.items()}, pruned / self.total
+
+    def allocation_parameters(self) -> list[nn.Parameter]:
+        return [la.logits for la in self.layers]
+
+    @torch.no_grad()
+    def hard_masks(self) -> dict[str, torch.Tensor]:
+        """The current hard masks (True = kept), keyed by parameter name."""
+        return {la.param_name: la.ranks >= torch.round(self.row_sparsity(la) * la.weight.shape[1]).unsqueeze(1)
+                for la in self.layers}
 
     @torch.no_grad()
     def final_counts(self, target: float) -> list[torch.Tensor]:
@@ -140,21 +159,40 @@ def _make_optimizer(params: list[nn.Parameter], name: str, lr: float, d_coef: fl
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
-def learn_allocation(block: nn.Module, learner: AllocationLearner, inputs: torch.Tensor,
-                     targets: torch.Tensor, kwargs: dict, *, target: float, epochs: int, beta: float,
-                     batch: int, optimizer: str, lr: float, d_coef: float, seed: int,
-                     samples: int | None = None, carry: dict | None = None) -> list[float]:
-    """Train the allocation logits on block reconstruction; returns the per-step losses.
+def _optimizers(learner: nn.Module, optimizer: str, lr: float, d_coef: float, carry: dict,
+                clip_lr: float) -> list[torch.optim.Optimizer]:
+    """Prodigy/AdamW for the allocation logits, AdamW (OmniQuant's choice) for clipping logits.
 
-    Each epoch visits ``samples`` (default: all) calibration segments in a seeded random order.
-    ``carry`` (shared across blocks) passes Prodigy's step-size estimate d on to the next block,
-    so a short run per block does not spend its first steps re-growing d from 1e-6.
+    Prodigy cannot give two parameter groups different step sizes, and the two sets live on very
+    different scales, so each set has its own optimizer; both step on every loss.
+    """
+    opts = []
+    alloc = learner.allocation_parameters() if hasattr(learner, "allocation_parameters") else []
+    if alloc:
+        opts.append(_make_optimizer(alloc, optimizer, lr, d_coef, carry.get("d")))
+    clip = getattr(learner, "clip", None)
+    if clip is not None:
+        opts.append(torch.optim.AdamW(list(clip.parameters()), lr=clip_lr, weight_decay=0.0))
+    return opts
+
+
+def learn_allocation(block: nn.Module, learner: nn.Module, inputs: torch.Tensor,
+                     targets: torch.Tensor, kwargs: dict, *, target: float | None, epochs: int, beta: float,
+                     batch: int, optimizer: str, lr: float, d_coef: float, seed: int,
+                     samples: int | None = None, carry: dict | None = None, clip_lr: float = 0.0) -> list[float]:
+    """Train the learner's logits (allocation and/or clipping) on block reconstruction; returns the losses.
+
+    ``learner.masked_weights()`` gives the block's weights and its expected sparsity (None for a
+    clipping-only learner: no sparsity penalty). Each epoch visits ``samples`` (default: all)
+    calibration segments in a seeded random order. ``carry`` (shared across blocks) passes
+    Prodigy's step-size estimate d on to the next block, so a short run per block does not spend
+    its first steps re-growing d from 1e-6.
     """
     carry = {} if carry is None else carry
     for p in block.parameters():
         p.requires_grad_(False)
     denom = targets.float().pow(2).reshape(-1, targets.shape[-1]).mean(dim=0).clamp_min(1e-8)
-    opt = _make_optimizer(list(learner.parameters()), optimizer, lr, d_coef, carry.get("d"))
+    opts = _optimizers(learner, optimizer, lr, d_coef, carry, clip_lr)
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(epochs):
@@ -164,13 +202,17 @@ def learn_allocation(block: nn.Module, learner: AllocationLearner, inputs: torch
             weights, s = learner.masked_weights()
             pred = functional_call(block, weights, (inputs[idx],), kwargs)
             pred = pred[0] if isinstance(pred, tuple) else pred
-            loss = channel_normalised_mse(pred, targets[idx], denom) + beta * ((s - target) / target) ** 2
-            opt.zero_grad(set_to_none=True)
+            loss = channel_normalised_mse(pred, targets[idx], denom)
+            if s is not None:
+                loss = loss + beta * ((s - target) / target) ** 2
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             losses.append(loss.item())
-    if "d" in opt.param_groups[0]:
-        carry["d"] = float(opt.param_groups[0]["d"])
+    if opts and "d" in opts[0].param_groups[0]:
+        carry["d"] = float(opts[0].param_groups[0]["d"])
     if losses and not math.isfinite(losses[-1]):
         raise ValueError("BESA loss became NaN/inf; check the calibration activations")
     return losses

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "besa")
+QUANTIZERS = ("rtn", "lwc", "obs")
+WBITS = (2, 3, 4, 8)
 IMPORTANCE = ("wanda", "magnitude", "sparsegpt")
 MAX_NSAMPLES = 1 << 16  # calibration segments: far beyond the 128 of the papers
 MAX_SEED = 2**63  # torch generators take seeds below 2**64; headroom for per-block offsets
@@ -78,6 +80,11 @@ class PruneConfig:
     ``sparsity`` is the uniform target (ignored for layers listed in ``profile``); ``nm`` = (n, m)
     keeps n of every m weights. BESA fields are prefixed ``besa_``; ``besa_reconstruct`` runs
     SparseGPT's OBS update on the kept weights after the allocation is learned.
+
+    ``wbits`` (None = no quantization) quantizes every pruned Linear to ``wbits``-bit integer codes,
+    asymmetric, per group of ``group_size`` inputs (-1 = per output channel), with ``quantizer``:
+    ``rtn`` (min-max), ``lwc`` (learnable clipping; joint with the allocation for BESA) or ``obs``
+    (GPTQ-style inside SparseGPT's OBS loop). None picks lwc for besa, obs for sparsegpt, rtn otherwise.
     """
 
     method: str = "wanda"
@@ -94,7 +101,7 @@ class PruneConfig:
     besa_step: float = 0.01
     besa_beta: float = 5.0
     besa_batch: int = 1
-    besa_samples: int | None = None
+    besa_samples: int | None = 24  # the README's headline setting (bench/prune_quality.py); None = all
     besa_carry_d: bool | None = None  # None: carry Prodigy's d across blocks for row allocation only
     besa_optimizer: str = "prodigy"
     besa_lr: float = 1.0
@@ -104,6 +111,11 @@ class PruneConfig:
     besa_reconstruct: bool = False
     besa_target: str = "dense"
     besa_reconstruct_mode: str = "mask"
+    wbits: int | None = None
+    group_size: int = 64
+    quantizer: str | None = None
+    lwc_lr: float = 0.05
+    lwc_search: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -128,6 +140,28 @@ class PruneConfig:
         if self.profile is not None and self.method == "besa":
             raise ValueError("--profile applies to magnitude, wanda and sparsegpt (BESA learns its own)")
         self._check_besa()
+        self._check_quant()
+
+    def _check_quant(self) -> None:
+        if self.wbits is None:
+            if self.quantizer is not None:
+                raise ValueError(f"quantizer {self.quantizer!r} needs a bit width (--wbits {'|'.join(map(str, WBITS))})")
+            return
+        if self.wbits not in WBITS:
+            raise ValueError(f"wbits must be one of {', '.join(map(str, WBITS))}, got {self.wbits}")
+        if self.group_size != -1 and self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1 or -1 (per output channel), got {self.group_size}")
+        if self.quantizer is not None and self.quantizer not in QUANTIZERS:
+            raise ValueError(f"unknown quantizer {self.quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
+        if self.lwc_lr <= 0:
+            raise ValueError(f"lwc_lr must be > 0, got {self.lwc_lr}")
+
+    @property
+    def quant_method(self) -> str | None:
+        """The quantizer in force: None without ``wbits``; the method's default when ``quantizer`` is None."""
+        if self.wbits is None:
+            return None
+        return self.quantizer or {"besa": "lwc", "sparsegpt": "obs"}.get(self.method, "rtn")
 
     def _check_besa(self) -> None:
         if self.besa_allocation not in ("row", "layer"):
@@ -162,10 +196,15 @@ class PruneConfig:
             out.update(blocksize=self.sparsegpt_blocksize, percdamp=self.sparsegpt_percdamp)
         if self.method == "besa":
             out.update({k[5:]: v for k, v in self.__dict__.items() if k.startswith("besa_")})
+        if self.wbits is not None:
+            out.update(wbits=self.wbits, group_size=self.group_size, quantizer=self.quant_method)
+            if self.quant_method == "lwc":
+                out.update(lwc_lr=self.lwc_lr, lwc_search=self.lwc_search)
         out["weights_updated"] = self.updates_weights
         return out
 
     @property
     def updates_weights(self) -> bool:
         """True when kept weights change (SparseGPT's update), so masks alone do not reproduce the model."""
-        return self.method == "sparsegpt" or (self.method == "besa" and self.besa_reconstruct)
+        return (self.method == "sparsegpt" or (self.method == "besa" and self.besa_reconstruct)
+                or self.wbits is not None)

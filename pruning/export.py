@@ -1,4 +1,5 @@
-"""Run folder writer/reader: ``masks.safetensors`` + ``manifest.json`` (+ ``model/`` when asked).
+"""Run folder writer/reader: ``masks.safetensors`` + ``manifest.json`` (+ ``quant.safetensors`` when
+quantized, see :mod:`pruning.quant_export`; + ``model/`` when asked).
 
 Writes are atomic: everything goes to a hidden temporary sibling folder that is renamed into
 place only when complete, so an interrupted run never leaves a folder that looks finished.
@@ -32,12 +33,13 @@ def _umask() -> int:
 
 
 def write_run(out_dir: str | Path, masks: dict[str, torch.Tensor], manifest: dict,
-              save_model: Callable[[Path], None] | None = None) -> Path:
+              save_model: Callable[[Path], None] | None = None, quant: dict | None = None) -> Path:
     """Atomically write a run folder into ``out_dir``, which must not exist or be empty.
 
     ``save_model(path)`` (e.g. ``model.save_pretrained``) fills ``model/``. Replacing an existing
     run is the caller's decision: ``besa_hw.outdir.staged_dir`` builds the new folder beside the
-    old one and swaps it in only when complete.
+    old one and swaps it in only when complete. ``quant`` (module path -> QuantParams) is written
+    to ``quant.safetensors``.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -46,6 +48,9 @@ def write_run(out_dir: str | Path, masks: dict[str, torch.Tensor], manifest: dic
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS))
+        if quant:
+            from pruning.quant_export import QUANT, save_quant
+            save_quant(tmp / QUANT, quant)
         if save_model is not None:
             save_model(tmp / MODEL_DIR)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

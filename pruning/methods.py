@@ -14,7 +14,8 @@ from pruning.besa import AllocationLearner, learn_allocation
 from pruning.config import PruneConfig
 from pruning.masks import mask_from_row_counts, nm_mask, rowwise_mask
 from pruning.metrics import magnitude_score, sparsegpt_diag_score, wanda_score
-from pruning.sparsegpt import sparsegpt_prune
+from pruning.quantizers import make_clip, obs_quant, param_names
+from pruning.sparsegpt import sparsegpt_prune, sparsegpt_quant_prune
 from pruning.stats import InputStats
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class BlockJob:
     kwargs: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # method-specific results to log/report
     carry: dict = field(default_factory=dict)  # state a method passes from block to block
+    quant: dict = field(default_factory=dict)  # op -> QuantParams of the Linears already quantized
+    clip: nn.Module | None = None             # ClipLearner trained jointly with the allocation (BESA + lwc)
 
 
 def _score_mask(job: BlockJob, op: str, score: torch.Tensor) -> torch.Tensor:
@@ -56,11 +59,17 @@ def prune_wanda(job: BlockJob) -> dict[str, torch.Tensor]:
 
 
 def prune_sparsegpt(job: BlockJob) -> dict[str, torch.Tensor]:
-    """SparseGPT (arXiv 2301.00774): OBS pruning with weight update, per Linear."""
+    """SparseGPT (arXiv 2301.00774): OBS pruning with weight update, per Linear; with the ``obs``
+    quantizer each column is also quantized inside the loop (the paper's joint variant, Sec. 3.5)."""
     cfg, masks = job.config, {}
     for op, lin in job.linears.items():
-        w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, sparsity=job.targets[op], nm=cfg.nm,
-                                  blocksize=cfg.sparsegpt_blocksize, percdamp=cfg.sparsegpt_percdamp)
+        choice = dict(sparsity=job.targets[op], nm=cfg.nm, blocksize=cfg.sparsegpt_blocksize,
+                      percdamp=cfg.sparsegpt_percdamp)
+        if cfg.quant_method == "obs":
+            w, keep, job.quant[op] = sparsegpt_quant_prune(lin.weight.data, job.stats[op].hessian,
+                                                           obs_quant(job, op), **choice)
+        else:
+            w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, **choice)
         lin.weight.data.copy_(w)
         masks[op] = keep
     return masks
@@ -87,17 +96,21 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
     scores = {op: _importance(job, op) for op in job.linears}
     if target == 0.0:
         return {op: torch.ones_like(s, dtype=torch.bool) for op, s in scores.items()}
-    names = {op: f"{n}.weight" for op in job.linears for n, m in job.block.named_modules() if m is job.linears[op]}
+    names = param_names(job.block, job.linears)
     learner = AllocationLearner({names[op]: lin.weight for op, lin in job.linears.items()},
                                 {names[op]: scores[op] for op in job.linears}, target,
                                 allocation=cfg.besa_allocation, step=cfg.besa_step,
                                 smoothing=cfg.besa_smoothing, init_width=cfg.besa_init_width)
+    if cfg.quant_method == "lwc":  # joint: clipping trains with the allocation, initialised on its start mask
+        start = learner.hard_masks()
+        job.clip = learner.clip = make_clip(job, {op: lin.weight for op, lin in job.linears.items()},
+                                            {op: start[names[op]] for op in job.linears}, names)
     with torch.enable_grad():
         losses = learn_allocation(job.block, learner, job.inputs, job.dense_out, job.kwargs, target=target,
                                   epochs=cfg.besa_epochs, beta=cfg.besa_beta, batch=cfg.besa_batch,
                                   optimizer=cfg.besa_optimizer, lr=cfg.besa_lr, d_coef=cfg.besa_d_coef,
                                   seed=cfg.seed + job.index, samples=cfg.besa_samples,
-                                  carry=job.carry if _carry_d(cfg) else None)
+                                  carry=job.carry if _carry_d(cfg) else None, clip_lr=cfg.lwc_lr)
     counts = learner.final_counts(target)
     job.info["besa_loss"] = (losses[0], losses[-1]) if losses else None
     job.info["prodigy_d"] = job.carry.get("d")
@@ -108,8 +121,12 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
             # "mask": BESA's own mask is kept and OBS only updates the surviving weights.
             choice = ({"row_prune_counts": cnt} if cfg.besa_reconstruct_mode == "counts"
                       else {"keep_mask": mask_from_row_counts(scores[op], cnt)})
-            w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, **choice,
-                                      blocksize=cfg.sparsegpt_blocksize, percdamp=cfg.sparsegpt_percdamp)
+            choice.update(blocksize=cfg.sparsegpt_blocksize, percdamp=cfg.sparsegpt_percdamp)
+            if cfg.quant_method in ("lwc", "obs"):  # quantize inside the OBS update (learned clipping for lwc)
+                w, keep, job.quant[op] = sparsegpt_quant_prune(lin.weight.data, job.stats[op].hessian,
+                                                               obs_quant(job, op), **choice)
+            else:
+                w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, **choice)
             lin.weight.data.copy_(w)
             masks[op] = keep
         else:
@@ -128,6 +145,11 @@ def needs_data(cfg: PruneConfig) -> bool:
 
 
 def needs_hessian(cfg: PruneConfig) -> bool:
-    """X^T X is needed by SparseGPT, BESA reconstruction and the sparsegpt importance score."""
-    return cfg.method == "sparsegpt" or (cfg.method == "besa" and (
+    """X^T X is needed by SparseGPT, BESA reconstruction, the sparsegpt importance score and the obs quantizer."""
+    return cfg.method == "sparsegpt" or cfg.quant_method == "obs" or (cfg.method == "besa" and (
         cfg.besa_reconstruct or cfg.besa_importance == "sparsegpt"))
+
+
+def needs_targets(cfg: PruneConfig) -> bool:
+    """Block-reconstruction targets (the dense block's outputs) are needed by BESA and by LWC."""
+    return cfg.method == "besa" or cfg.quant_method == "lwc"

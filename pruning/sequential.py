@@ -19,8 +19,10 @@ from tqdm.auto import tqdm
 
 from pruning.arch import block_linears, decoder_layers, module_path
 from pruning.config import PruneConfig
-from pruning.methods import METHOD_FNS, BlockJob, needs_data, needs_hessian
+from pruning.methods import METHOD_FNS, BlockJob, needs_data, needs_hessian, needs_targets
 from pruning.masks import mask_sparsity, row_sparsity_summary
+from pruning.quant import QuantParams, group_width
+from pruning.quantizers import quantize_block
 from pruning.stats import check_finite, collect_input_stats
 
 logger = logging.getLogger(__name__)
@@ -28,9 +30,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PruneResult:
-    """Masks (module path -> bool keep mask, on CPU) and per-layer records in model order."""
+    """Masks (module path -> bool keep mask, on CPU), codes when quantized, per-layer records in model order."""
 
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    quant: dict[str, QuantParams] = field(default_factory=dict)
     layers: dict[str, dict] = field(default_factory=dict)
     block_sparsity: list[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -97,6 +100,9 @@ def layer_targets(model: nn.Module, cfg: PruneConfig) -> dict[str, float]:
 def check_model_fits(model: nn.Module, cfg: PruneConfig) -> None:
     """Validate the config against the model before any work (N:M must divide every input width)."""
     layers = decoder_layers(model)
+    if cfg.wbits is not None:
+        for lin in block_linears(layers[0]).values():
+            group_width(lin.in_features, cfg.group_size)
     if cfg.nm is not None:
         for op, lin in block_linears(layers[0]).items():
             if lin.in_features % cfg.nm[1]:
@@ -105,7 +111,8 @@ def check_model_fits(model: nn.Module, cfg: PruneConfig) -> None:
     layer_targets(model, cfg)
 
 
-def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], targets: dict[str, float]) -> None:
+def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], targets: dict[str, float],
+            quant: dict[str, QuantParams], quantizer: str | None) -> None:
     kept = total = 0
     for op, mask in masks.items():
         path = module_path(index, op)
@@ -114,6 +121,10 @@ def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], tar
         result.layers[path] = {"block": index, "op": op, "shape": list(mask.shape),
                                "target_sparsity": targets[op], "achieved_sparsity": mask_sparsity(mask),
                                "row_sparsity": row_sparsity_summary(mask)}
+        if op in quant:
+            q = quant[op]
+            result.quant[path] = QuantParams(q.codes.cpu(), q.scales.cpu(), q.zeros.cpu(), q.bits, q.group)
+            result.layers[path]["quant"] = {"bits": q.bits, "group_size": q.group, "quantizer": quantizer}
         kept, total = kept + int(mask.sum()), total + mask.numel()
     result.block_sparsity.append(1.0 - kept / total)
 
@@ -149,7 +160,7 @@ def _dense_pass(job: BlockJob, hidden: torch.Tensor, dense_stream: torch.Tensor 
         with collect_input_stats(job.linears, True) as job.stats:
             run_block(job.block, hidden, job.kwargs, cfg.forward_batch)
     check_finite(job.stats, job.index)
-    if cfg.method == "besa":
+    if needs_targets(cfg):
         job.dense_out = dense if subset is None else dense[subset.to(dense.device)]
     return dense
 
@@ -189,7 +200,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConf
             dense_stream = None if dense_stream is None else dense
         masks = METHOD_FNS[cfg.method](job)
         _apply_masks(linears, masks)
-        _record(result, i, masks, targets)
+        quantize_block(job, masks)  # no-op without wbits; pruned weights stay exactly 0
+        _record(result, i, masks, targets, job.quant, cfg.quant_method)
         logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
         if hidden is not None:
             hidden = run_block(layers[i], hidden, kwargs, cfg.forward_batch)
