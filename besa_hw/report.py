@@ -106,10 +106,25 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 # A document is a list of blocks: ("h", level, text), ("p", text), ("table", df), ("img", file, caption).
 
 def _bits(m: dict) -> object:
-    """Quantisation bits when the run records them (manifest or hyper-parameters), else None."""
+    """Weight quantization when the run records it (``--wbits``), e.g. "W4, groups of 64 (lwc)", else None."""
     hp = m.get("hyperparameters") or {}
-    return next((src[k] for src in (m, hp) for k in ("bits", "quant_bits", "weight_bits")
-                 if src.get(k) is not None), None)
+    if hp.get("wbits") is None:
+        return None
+    group = hp.get("group_size")
+    groups = "per output channel" if group in (None, -1) else f"groups of {group}"
+    return f"W{hp['wbits']}, {groups}" + (f" ({hp['quantizer']})" if hp.get("quantizer") else "")
+
+
+def _footprint(run: RunData) -> str | None:
+    """Bytes of the pruned Linears' weights (values, indices, scales) against dense fp16, from decode,
+    which reads each weight once."""
+    layers = run.layers.get("decode")
+    if layers is None or "weight_dram_bytes" not in layers or "kind" not in layers:
+        return None
+    lin = layers[layers.kind.eq("linear")]
+    fp16 = float((lin.out_features * lin.in_features).sum()) * 2
+    return (f"{fp16 / 1e6:,.4g} MB dense fp16 -> {lin.weight_dram_bytes.sum() / 1e6:,.4g} MB stored "
+            f"({fp16 / max(lin.weight_dram_bytes.sum(), 1):.2f}x smaller; the seven projections)")
 
 
 def _perplexity_line(ppl: dict | None) -> str:
@@ -152,6 +167,8 @@ def speed_table(run: RunData) -> pd.DataFrame:
         rows.append({"phase": phase, "tokens": tokens, "simulated": _scope(layers, phase),
                      "speedup, Linear-only": lin.dense_cycles.sum() / max(lin.sparse_cycles.sum(), 1),
                      "speedup, end-to-end": dense / max(sparse, 1),
+                     **({"end-to-end vs dense fp16": layers.dense_fp16_cycles.sum() / max(sparse, 1)}
+                        if "dense_fp16_cycles" in layers else {}),
                      "dense latency (ms)": dense / freq_hz * 1e3, "sparse latency (ms)": sparse / freq_hz * 1e3,
                      "dense tokens/s": tokens * freq_hz / dense, "sparse tokens/s": tokens * freq_hz / sparse,
                      "memory-bound ops": f"{int(layers.bound.eq('memory').sum())} of {len(layers)}"})
@@ -179,8 +196,10 @@ def _headline(run: RunData, compare: pd.DataFrame | None) -> list[tuple]:
              "bits": _bits(m), "perplexity": _perplexity_line(m.get("perplexity")),
              "hardware": f"{hw.get('name', '?')}: {hw.get('pe_rows')}x{hw.get('pe_cols')} PEs at "
                          f"{hw.get('freq_mhz')} MHz, DRAM {hw.get('dram_gbps')} GB/s"}
-    if facts["bits"] is None:
-        del facts["bits"]
+    facts["weights"] = _footprint(run)
+    for key in ("bits", "weights"):
+        if facts[key] is None:
+            del facts[key]
     doc: list[tuple] = [("h", 2, "Summary"), ("table", kv_table(facts, "run")),
                         ("table", speed_table(run)),
                         ("p", "Linear-only: the seven pruned projections (q, k, v, o, gate, up, down) of every "

@@ -48,6 +48,7 @@ class OpResult:
     load_imbalance: float  # sparse engine cycles / perfectly balanced cycles (1.0 = even)
     dram_bytes: float
     dense_dram_bytes: float
+    weight_dram_bytes: float  # of which weights, indices and quantization scales (decode: the stored size)
     energy_pj: float  # the sum of the four parts below
     dense_energy_pj: float
     energy_mac_pj: float
@@ -173,6 +174,7 @@ class Simulator:
             stall_cycles=res.stall_cycles, utilization=plan.macs / (hw.num_pes * total),
             load_imbalance=plan.sparse_total / balanced if balanced > 0 else 1.0,
             dram_bytes=plan.dram_bytes, dense_dram_bytes=dplan.dram_bytes,
+            weight_dram_bytes=plan.weight_bytes + plan.index_bytes,
             energy_pj=energy.total_pj, dense_energy_pj=dense_energy.total_pj, energy_mac_pj=energy.mac_pj,
             energy_sram_pj=energy.sram_pj, energy_dram_pj=energy.dram_pj, energy_static_pj=energy.static_pj,
             bound="memory" if res.memory_cycles > res.compute_cycles else "compute",
