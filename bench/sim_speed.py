@@ -77,7 +77,7 @@ def main() -> None:
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     print(f"simulator speed: synthetic 50% masks, besa-64x64, whole decoder step; {os.cpu_count()} CPUs, "
           f"OMP_NUM_THREADS={threads}, load {os.getloadavg()[0]:.2f} at start")
-    print(f"| model | case | ops | seconds | x floor | peak RSS MB | end-to-end speedup |\n|---|---|---|---|---|---|---|")
+    print("| model | case | ops | seconds | x floor | peak RSS MB | end-to-end speedup |\n|---|---|---|---|---|---|---|")
     floor = None
     for name, shape, phase, tokens, exact, compute_only in CASES:
         if args.skip_70b_exact and shape == "llama2-70b" and exact:

@@ -37,80 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handle)
 
 
-def saved_model_dir(run_dir: str | Path) -> Path | None:
-    """The run's saved pruned model, or None when masks (and codes) on the base model reproduce it.
-
-    Raises ValueError for a run that changed weights (sparsegpt, --reconstruct) without saving them
-    or their quantized codes.
-    """
-    from pruning.export import MODEL_DIR, read_manifest
-    from pruning.quant_export import QUANT
-
-    saved = Path(run_dir) / MODEL_DIR
-    if saved.is_dir():
-        return saved
-    manifest = read_manifest(run_dir)
-    if manifest.get("hyperparameters", {}).get("weights_updated") and not (Path(run_dir) / QUANT).is_file():
-        raise ValueError(f"run {run_dir} updated weights ({manifest['method']}) but has no saved model; "
-                         "re-run prune with --save-model")
-    return None
-
-
-def load_run_model(run_dir: str | Path, device: str = "cpu", base=None):
-    """(model, tokenizer, manifest) of a run: its saved model, or the base model with the masks applied.
-
-    ``base`` is an already loaded (model, tokenizer) of the base model, masked in place instead of
-    loading it again.
-    """
-    from besa_hw.models import load_model
-    from pruning.export import read_run
-
-    saved = saved_model_dir(run_dir)
-    masks, manifest = read_run(run_dir)
-    if saved is not None:
-        lm, tok, _ = load_model(str(saved), device=device)
-        return lm, tok, manifest
-    spec = manifest["model"]
-    lm, tok = base if base is not None else load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
-    apply_masks(lm, masks)
-    apply_codes(lm, run_dir, manifest)
-    return lm, tok, manifest
-
-
-def apply_codes(lm, run_dir: str | Path, manifest: dict) -> None:
-    """Replace quantized Linears' weights by their dequantized codes (a run's quant.safetensors, if any)."""
-    import torch
-
-    from pruning.quant_export import QUANT, load_quant
-
-    path = Path(run_dir) / QUANT
-    if not path.is_file():
-        return
-    modules = dict(lm.named_modules())
-    with torch.no_grad():
-        for key, q in load_quant(path, manifest.get("layers") or {}).items():
-            w = modules[key].weight
-            if tuple(w.shape) != tuple(q.codes.shape):
-                raise ValueError(f"{path}: codes of {key} {tuple(q.codes.shape)} do not match the model")
-            w.copy_(q.dequantize().to(w.device, w.dtype))
-
-
-def apply_masks(lm, masks: dict) -> None:
-    """Zero the pruned weights of ``lm`` in place (mask True = kept)."""
-    import torch
-
-    modules = dict(lm.named_modules())
-    with torch.no_grad():
-        for path, mask in masks.items():
-            if path not in modules or tuple(modules[path].weight.shape) != tuple(mask.shape):
-                raise ValueError(f"mask {path} {tuple(mask.shape)} does not match the model")
-            w = modules[path].weight
-            w.mul_(mask.to(w.device, w.dtype))
-
-
 def handle(args: argparse.Namespace) -> int:
     from besa_hw.models import resolve_device, resolve_model
     from besa_hw.runjob import check_run
+    from besa_hw.runs import saved_model_dir
     from besa_hw.tasks import TaskConfig, load_tasks
     from pruning.calibration import check_source
 

@@ -12,8 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from besa_hw.cmd_prune import add_prune_args
-from besa_hw.options import add_hardware_args, add_phase_args, hardware, phase_tokens
+from besa_hw.options import add_hardware_args, add_phase_args, add_prune_args, build_configs, hardware, phase_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _validate(args: argparse.Namespace):
     """Check every input before any heavy work; returns what the run needs."""
-    from besa_hw.cmd_prune import build_configs
     from besa_hw.models import check_context, resolve_device, resolve_model
     from besa_hw.outdir import check_out_dir
     from besa_hw.runjob import EvalConfig, check_run, is_finished_run

@@ -89,7 +89,7 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     The base model is loaded once: evaluated dense, then masked in place (unless the run
     saved its own pruned model).
     """
-    from besa_hw.cmd_eval import load_run_model, saved_model_dir
+    from besa_hw.runs import load_run_model, saved_model_dir
     from besa_hw.models import check_context, load_model
     from pruning.calibration import load_text, tokenize
     from pruning.eval import perplexity
@@ -116,7 +116,7 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
 def evaluate_run_tasks(run_dir: str | Path, loaded, cfg, device: str, dense: bool = False) -> dict:
     """Zero-shot accuracy of a finished run on ``loaded`` tasks (besa_hw.tasks), and of its dense base
     model when ``dense`` (loaded once, evaluated, then masked in place); updates the manifest."""
-    from besa_hw.cmd_eval import load_run_model, saved_model_dir
+    from besa_hw.runs import load_run_model, saved_model_dir
     from besa_hw.models import load_model
     from besa_hw.tasks import evaluate_tasks, record_tasks
     from pruning.export import read_manifest, read_run
@@ -166,7 +166,7 @@ def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str |
                        device: str, save_model: bool = False,
                        progress: bool = False, timings: Timings | None = None) -> dict | None:
     """Load once: dense perplexity, prune in place, write the run folder, pruned perplexity."""
-    from besa_hw.cmd_prune import write_result
+    from besa_hw.runs import write_result
     from besa_hw.models import check_context, load_model
     from pruning import prune_model
     from pruning.calibration import get_calibration, load_text, tokenize

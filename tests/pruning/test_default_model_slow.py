@@ -9,8 +9,8 @@ from pruning import CalibConfig, PruneConfig
 
 @pytest.mark.slow
 def test_default_model_besa_run_and_eval(tmp_path):
-    from besa_hw.cmd_eval import load_run_model
-    from besa_hw.cmd_prune import prune_to_run
+    from besa_hw.runs import load_run_model
+    from besa_hw.runs import prune_to_run
     from pruning.calibration import load_text, tokenize
     from pruning.eval import perplexity
 
