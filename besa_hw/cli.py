@@ -18,12 +18,12 @@ from besa_hw import __version__
 
 # Order is the order shown in --help.
 _COMMAND_MODULES = (
-    "besa_hw.cmd_run",
-    "besa_hw.cmd_prune",
-    "besa_hw.cmd_eval",
-    "besa_hw.cmd_simulate",
-    "besa_hw.cmd_sweep",
-    "besa_hw.cmd_compare",
+    "besa_hw.commands.run",
+    "besa_hw.commands.prune",
+    "besa_hw.commands.eval",
+    "besa_hw.commands.simulate",
+    "besa_hw.commands.sweep",
+    "besa_hw.commands.compare",
 )
 
 

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.mark.parametrize("module,forbidden", [
     ("simulator.sweep", "torch"),
-    ("besa_hw.cmd_simulate", "torch"),
+    ("besa_hw.commands.simulate", "torch"),
     ("pruning.sequential", "simpy"),
 ])
 def test_import_does_not_pull(module, forbidden):

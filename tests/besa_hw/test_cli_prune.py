@@ -6,7 +6,7 @@ import pytest
 
 from besa_hw import cli
 
-MY_COMMANDS = ("besa_hw.cmd_prune", "besa_hw.cmd_eval")
+MY_COMMANDS = ("besa_hw.commands.prune", "besa_hw.commands.eval")
 
 
 @pytest.fixture(autouse=True)

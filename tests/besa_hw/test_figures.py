@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from besa_hw import figures, figures_explore
+from besa_hw.report import explore as figures_explore, figures
 from besa_hw.runjob import simulate_run
-from besa_hw.scales import color_limits, spread_note
+from besa_hw.report.scales import color_limits, spread_note
 from simulator import load_hardware
 
 from conftest import write_fake_run

@@ -7,7 +7,7 @@ import pandas.testing as pdt
 import pytest
 
 from besa_hw.report import build_report, markdown_table
-from besa_hw.report_render import formatted
+from besa_hw.report.render import formatted
 from besa_hw.runjob import simulate_run
 from simulator import load_hardware
 

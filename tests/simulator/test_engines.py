@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 
 from simulator import LayerOp, Simulator, apply_overrides, load_hardware
-from simulator.accelerator import Accelerator
 from simulator.engines import lane_loads, sparse_cycles, split_pes
-from simulator.tiling import plan_op
 
 
 @pytest.fixture(scope="module")

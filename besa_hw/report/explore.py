@@ -1,6 +1,6 @@
 """Figures of hardware sweeps and allocation comparisons (``besa-hw sweep`` / ``besa-hw compare``).
 
-Same conventions as :mod:`besa_hw.figures`: DataFrames in, one PNG out, the path returned.
+Same conventions as :mod:`besa_hw.report.figures`: DataFrames in, one PNG out, the path returned.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from besa_hw.figures import OP_ORDER, PHASE_MARKERS, ops_in, ordered, phase_color, save
-from besa_hw.scales import color_limits, plain_ticks, ratio_axis, spread_note
+from besa_hw.report.figures import OP_ORDER, PHASE_MARKERS, ops_in, ordered, phase_color, save
+from besa_hw.report.scales import color_limits, plain_ticks, ratio_axis, spread_note
 
 log = logging.getLogger(__name__)
 

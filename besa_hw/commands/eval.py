@@ -98,7 +98,7 @@ def _perplexity(args: argparse.Namespace, device: str) -> None:
 
 def _zero_shot(args: argparse.Namespace, cfg, loaded, device: str) -> None:
     from besa_hw.models import load_model
-    from besa_hw.report_render import markdown_table
+    from besa_hw.report.render import markdown_table
     from besa_hw.runjob import evaluate_run_tasks
     from besa_hw.tasks import evaluate_tasks, tasks_mean, tasks_table
 

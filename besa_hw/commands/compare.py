@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from besa_hw import compare as cmp
-    from besa_hw import figures_explore as figures
+    from besa_hw.report import explore as figures
     from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import write_table
     from simulator.synthetic import AllocationProfile

@@ -2,7 +2,7 @@
 
 Every function takes pandas DataFrames (the ``layers.csv`` / ``summary.csv`` tables of
 ``simulator.results_frame``), writes one PNG and returns its path. Sweep and comparison
-figures live in :mod:`besa_hw.figures_explore`.
+figures live in :mod:`besa_hw.report.explore`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from besa_hw.scales import plain_ticks, ratio_axis  # noqa: E402
+from besa_hw.report.scales import plain_ticks, ratio_axis  # noqa: E402
 
 log = logging.getLogger(__name__)
 

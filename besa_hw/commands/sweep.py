@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def sweep_figures(totals, params: list[str], out: Path) -> list[Path]:
-    from besa_hw import figures_explore as figures
+    from besa_hw.report import explore as figures
 
     paths = [figures.sweep_lines(totals, params, out / "sweep_vs_params.png")]
     if len(params) == 2:

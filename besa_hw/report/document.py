@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from besa_hw import figures, figures_explore
+from besa_hw.report import explore as figures_explore, figures
 from besa_hw.provenance import environment
-from besa_hw.report_render import MISSING, kv_table, markdown_table, to_html, to_markdown
+from besa_hw.report.render import MISSING, kv_table, markdown_table, to_html, to_markdown
 
 log = logging.getLogger(__name__)
 
