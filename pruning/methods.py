@@ -65,14 +65,20 @@ def prune_sparsegpt(job: BlockJob) -> dict[str, torch.Tensor]:
     for op, lin in job.linears.items():
         choice = dict(sparsity=job.targets[op], nm=cfg.nm, blocksize=cfg.sparsegpt_blocksize,
                       percdamp=cfg.sparsegpt_percdamp)
-        if cfg.quant_method == "obs":
-            w, keep, job.quant[op] = sparsegpt_quant_prune(lin.weight.data, job.stats[op].hessian,
-                                                           obs_quant(job, op), **choice)
-        else:
-            w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, **choice)
-        lin.weight.data.copy_(w)
-        masks[op] = keep
+        masks[op] = _obs_update(job, op, lin, choice, quantize=cfg.quant_method == "obs")
     return masks
+
+
+def _obs_update(job: BlockJob, op: str, lin, choice: dict, quantize: bool) -> torch.Tensor:
+    """SparseGPT's OBS pruning and weight update of ``lin`` in place (each column quantized inside the
+    loop when ``quantize``); returns the keep-mask."""
+    if quantize:
+        w, keep, job.quant[op] = sparsegpt_quant_prune(lin.weight.data, job.stats[op].hessian,
+                                                       obs_quant(job, op), **choice)
+    else:
+        w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, **choice)
+    lin.weight.data.copy_(w)
+    return keep
 
 
 def _importance(job: BlockJob, op: str) -> torch.Tensor:
@@ -122,13 +128,8 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
             choice = ({"row_prune_counts": cnt} if cfg.besa_reconstruct_mode == "counts"
                       else {"keep_mask": mask_from_row_counts(scores[op], cnt)})
             choice.update(blocksize=cfg.sparsegpt_blocksize, percdamp=cfg.sparsegpt_percdamp)
-            if cfg.quant_method in ("lwc", "obs"):  # quantize inside the OBS update (learned clipping for lwc)
-                w, keep, job.quant[op] = sparsegpt_quant_prune(lin.weight.data, job.stats[op].hessian,
-                                                               obs_quant(job, op), **choice)
-            else:
-                w, keep = sparsegpt_prune(lin.weight.data, job.stats[op].hessian, **choice)
-            lin.weight.data.copy_(w)
-            masks[op] = keep
+            # Quantize inside the OBS update (with the learned clipping for lwc).
+            masks[op] = _obs_update(job, op, lin, choice, quantize=cfg.quant_method in ("lwc", "obs"))
         else:
             masks[op] = mask_from_row_counts(scores[op], cnt)
     return masks
