@@ -10,6 +10,8 @@ per method: method | ppl | achieved sparsity | prune seconds | peak RSS | thread
 
     python bench/prune_quality.py --methods dense,magnitude,wanda,sparsegpt,besa-row
     python bench/prune_quality.py --methods besa-row --set besa_epochs=2 --data-dir /path/to/data
+    python bench/prune_quality.py --methods besa-rtn,sparsegpt-obs,besa-lwc --set wbits=3   # issue 10
+    python bench/prune_quality.py --methods besa-rtn,besa-lwc --blocks 4   # timing only, first 4 blocks
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 
     data = Path(args.data_dir)
     model, tok, _ = load_model()
+    if args.blocks:  # timing only: prune the first N blocks, no perplexity
+        model.model.layers = model.model.layers[:args.blocks]
+        model.config.num_hidden_layers = args.blocks
     row = {"method": name, "threads": torch.get_num_threads(), "sparsity": 0.0, "prune_s": 0.0, "prune_cpu_s": 0.0}
     if SPECS[name] is not None:
         cfg = PruneConfig(**{"sparsity": 0.5, "seed": 0, **SPECS[name], **parse_sets(args.set)})
@@ -127,8 +132,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         row["sparsity"] = result.achieved_sparsity
         row["allocation"] = allocation_summary(result.layers)
         print("ALLOC " + json.dumps({"method": name, **row["allocation"]}), file=sys.stderr, flush=True)
-    test_ids = tokenize(tok, (data / "wikitext-2-raw/wiki.test.raw").read_text())
-    row["ppl"] = perplexity(model, test_ids, seqlen=512, max_windows=40)
+    test_ids = None if args.blocks else tokenize(tok, (data / "wikitext-2-raw/wiki.test.raw").read_text())
+    row["ppl"] = float("nan") if args.blocks else perplexity(model, test_ids, seqlen=512, max_windows=40)
     row.setdefault("load", _load())
     row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return row
@@ -147,6 +152,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="PruneConfig override")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--blocks", type=int, default=0, help="timing only: prune the first N blocks, skip perplexity")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -160,6 +166,7 @@ def main() -> int:
     for name in names:
         cmd = [sys.executable, __file__, "--one", name, "--data-dir", args.data_dir, "--threads", str(args.threads)]
         cmd += [a for s in args.set for a in ("--set", s)] + (["--progress"] if args.progress else [])
+        cmd += ["--blocks", str(args.blocks)] if args.blocks else []
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         row = json.loads(next(line[4:] for line in out.splitlines() if line.startswith("ROW ")))
         print(fmt(row), flush=True)

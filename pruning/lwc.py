@@ -3,8 +3,8 @@
 Each group of each Linear gets two logits: xmax = sigmoid(g1) * max(W), xmin = sigmoid(g0) * min(W)
 (see :mod:`pruning.quant` for the rest of the quantizer). The logits start at ``init`` (OmniQuant: 4,
 sigmoid(4) = 0.982); g = +inf is plain min-max RTN. The module is a drop-in weight transform: BESA's
-allocation learner applies it after masking (joint training), and :func:`clip_only_weights` uses it
-alone on fixed masks (LWC after magnitude / Wanda / SparseGPT, or on a dense model).
+allocation learner applies it after masking (joint training), and it is also used
+alone on fixed masks (:class:`FixedMaskClip`: LWC after magnitude / Wanda / SparseGPT, or on a dense model).
 
 The fake quantization has a hand-written backward (:class:`LwcFakeQuant`): autograd through the
 dozen elementwise ops of :func:`pruning.quant.fake_quant` tripled the cost of a BESA step's weight
