@@ -88,17 +88,19 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
-def load_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None, device: str = "cpu"):
-    """(model, tokenizer, spec) in fp32 on ``device``; ValueError when it is not a LLaMA-style decoder."""
-    import torch
+def load_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None, device: str = "cpu",
+               dtype: str = "float32"):
+    """(model, tokenizer, spec) in ``dtype`` (default fp32) on ``device``; ValueError when it is not a
+    LLaMA-style decoder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pruning.arch import decoder_layers
+    from pruning.streaming import parse_dtype
 
     spec = resolve_model(model, gguf_file)
     extra = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     try:
-        lm = AutoModelForCausalLM.from_pretrained(spec.source, dtype=torch.float32, **extra,
+        lm = AutoModelForCausalLM.from_pretrained(spec.source, dtype=parse_dtype(dtype), **extra,
                                                   **_compressed_tensors_kwargs(spec.source))
         tok = AutoTokenizer.from_pretrained(spec.source, **extra)
     except OSError as exc:

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["MARKER", "check_out_dir", "is_tool_output", "mark", "staged_dir"]
+__all__ = ["MARKER", "check_out_dir", "is_tool_output", "mark", "partial_dir", "staged_dir"]
 
 MARKER = ".besa-hw"  # JSON {"kind": ...}: this folder was written by besa-hw
 _LINKED = ("masks.safetensors", "model")  # large, never rewritten in place: hard-linked when staging
@@ -69,6 +69,13 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False, reuse: bool = Fa
         raise ValueError(f"--out {out} is not empty and not a besa-hw output folder (no manifest.json or "
                          f"{MARKER}); refusing to replace it, choose another folder")
     return out
+
+
+def partial_dir(out_dir: str | Path) -> Path:
+    """Where an unfinished prune into ``out_dir`` keeps its finished blocks (``prune --resume``):
+    a hidden sibling, removed once the run folder is published."""
+    out = Path(out_dir)
+    return out.absolute().parent / f".{out.name}.besa-hw-partial"
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -15,28 +15,69 @@ __all__ = ["prune_to_run", "write_result", "saved_model_dir", "load_run_model", 
 
 
 def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path, *, device: str | None = None,
-                 save_model: bool = False, progress: bool = False) -> Path:
-    """Library entry point: load ``model``, prune it with ``cfg`` on ``calib`` data, write the run folder
-    ``out`` (which must not exist or be empty)."""
-    from besa_hw.models import check_context, load_model, resolve_device
+                 save_model: bool = False, progress: bool = False, dtype: str = "float32",
+                 blocks: int | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
+                 activations: str | None = None) -> Path:
+    """Library entry point: prune ``model`` with ``cfg`` on ``calib`` data into the run folder ``out``
+    (which must not exist or be empty).
+
+    A local safetensors folder is streamed one block at a time (:mod:`pruning.streaming`), unless
+    ``save_model`` with quantization needs the whole model for the compressed-tensors export; other
+    models (GGUF, hub ids) are loaded whole. ``checkpoint_dir`` receives every finished block (a
+    streamed prune needs one; ``resume`` continues from it); it is removed once ``out`` is written.
+    ``blocks`` prunes only the first N blocks (a measurement run: eval and simulate refuse it).
+    ``activations``: device of the calibration activations (None: the compute device).
+    """
+    from besa_hw.models import check_context, load_model, resolve_device, resolve_model
     from pruning import prune_model
     from pruning.calibration import get_calibration
+    from pruning.checkpoint import BlockCheckpoint
     from pruning.sequential import check_model_fits
+    from pruning.streaming import StreamedModel, is_streamable, parse_dtype
 
     device = resolve_device(device)
     t0 = time.perf_counter()
-    lm, tok, spec = load_model(model, gguf_file, device=device)
+    spec = resolve_model(model, gguf_file)
+    if spec.gguf_file is None and is_streamable(spec.source) and not (save_model and cfg.wbits):
+        from transformers import AutoTokenizer
+
+        src = StreamedModel(spec.source, device=device, dtype=parse_dtype(dtype))
+        tok, lm = AutoTokenizer.from_pretrained(spec.source), src.model
+        if checkpoint_dir is None:
+            raise ValueError("a streamed prune needs a checkpoint folder")
+    else:
+        lm, tok, spec = load_model(model, gguf_file, device=device, dtype=dtype)
+        src = lm
     check_model_fits(lm, cfg)
     check_context(lm, seqlen=calib.seqlen)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        checkpoint = BlockCheckpoint(checkpoint_dir, _fingerprint(spec, cfg, calib, dtype, device), resume=resume)
     ids = get_calibration(tok, calib).to(device) if cfg.method != "magnitude" else None
-    result = prune_model(lm, ids, cfg, progress=progress)
-    return write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t0,
-                        save_model=save_model)
+    result = prune_model(src, ids, cfg, progress=progress, checkpoint=checkpoint, blocks=blocks,
+                         act_device=activations)
+    path = write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t0,
+                        save_model=save_model, checkpoint=checkpoint if src is not lm else None,
+                        source=src if src is not lm else None)
+    return path
+
+
+def _fingerprint(spec, cfg, calib, dtype: str, device: str) -> dict:
+    """What decides a prune's result: a checkpoint is resumed only under the same fingerprint."""
+    import dataclasses
+
+    return {"model": spec.model_id, "gguf_file": spec.gguf_file, "method": cfg.method,
+            "hyperparameters": cfg.hyperparameters(), "profile": dict(cfg.profile or {}),
+            "calibration": dataclasses.asdict(calib), "dtype": dtype, "device": str(device).split(":")[0]}
 
 
 def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
-                 save_model: bool = False) -> Path:
-    """Build the manifest for ``result`` and write the run folder atomically."""
+                 save_model: bool = False, checkpoint=None, source=None) -> Path:
+    """Build the manifest for ``result`` and write the run folder atomically.
+
+    For a streamed prune, ``checkpoint`` holds the masks and codes (streamed into the run's files)
+    and ``source`` (the :class:`pruning.streaming.StreamedModel`) the base weights for ``model/``.
+    """
     import dataclasses
 
     from besa_hw.models import model_info
@@ -52,11 +93,19 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
         calibration=None if cfg.method == "magnitude" else dataclasses.asdict(calib) | {"dataset": calib.source},
         seed=cfg.seed, versions=env["versions"], wall_seconds=round(wall_seconds, 3))
     manifest.update(command=env["command"], git_commit=env["git_commit"])
+    n_blocks = lm.config.num_hidden_layers
+    manifest["blocks_pruned"] = result.blocks or n_blocks
+    manifest["streamed"] = source is not None
+    manifest["block_seconds"] = result.block_seconds
     if manifest["calibration"] is not None:
         manifest["calibration"] = {**{k: manifest["calibration"][k] for k in ("dataset", "nsamples", "seqlen", "seed")},
                                    **describe_split(calib.source, "calibration")}
 
     def saver(path: Path) -> None:
+        if source is not None:
+            from pruning.streaming import save_streamed_model
+            save_streamed_model(source, checkpoint, path, blocks=manifest["blocks_pruned"])
+            return
         if result.quant:
             from pruning.quant_export import save_compressed_tensors
             save_compressed_tensors(lm, tok, result.quant, path)
@@ -64,7 +113,11 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
         lm.save_pretrained(path, safe_serialization=True)
         tok.save_pretrained(path)
 
-    return write_run(out, result.masks, manifest, saver if save_model else None, quant=result.quant)
+    path = write_run(out, result.masks, manifest, saver if save_model else None, quant=result.quant,
+                     checkpoint=checkpoint)
+    if checkpoint is not None:
+        checkpoint.remove()
+    return path
 
 
 def saved_model_dir(run_dir: str | Path) -> Path | None:

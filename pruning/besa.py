@@ -41,8 +41,8 @@ class _LayerAlloc:
 
     param_name: str          # e.g. "self_attn.q_proj.weight" relative to the block
     weight: torch.Tensor     # (out, in), frozen
-    ranks: torch.Tensor      # (out, in) int64, 0 = least important in its row
-    bucket: torch.Tensor     # (out, in) int64, last candidate index that keeps the weight
+    ranks: torch.Tensor      # (out, in) int16 (int32 past 32767 inputs), 0 = least important in its row
+    bucket: torch.Tensor     # (out, in) int32, last candidate index that keeps the weight
     logits: nn.Parameter     # (out or 1, K+1)
 
 
@@ -81,10 +81,13 @@ class AllocationLearner(nn.Module):
         self.cands = self.cands.to(dev)
         for i, (name, w) in enumerate(named_weights.items()):
             ranks = row_ranks(scores[name])
+            bucket = _buckets(ranks, self.cands.double()).to(torch.int32)
+            # Compact index dtypes: 6 bytes per weight instead of 16 (a LLaMA-7B block has 202M weights).
+            ranks = ranks.to(torch.int16 if w.shape[1] <= torch.iinfo(torch.int16).max else torch.int32)
             rows = w.shape[0] if allocation == "row" else 1
             logits = nn.Parameter(_init_logits(rows, self.cands.double(), target, init_width).to(dev))
             self.register_parameter(f"logits_{i}", logits)
-            self.layers.append(_LayerAlloc(name, w.detach(), ranks, _buckets(ranks, self.cands.double()), logits))
+            self.layers.append(_LayerAlloc(name, w.detach(), ranks, bucket, logits))
         self.total = sum(la.weight.numel() for la in self.layers)
 
     def probs(self, la: _LayerAlloc) -> torch.Tensor:
@@ -105,8 +108,9 @@ class AllocationLearner(nn.Module):
             rows, cols = la.weight.shape
             soft = torch.cumsum(p, dim=1).expand(rows, -1).gather(1, la.bucket)  # keep-probability (out, in)
             s = (p @ self.cands).expand(rows)
-            hard = la.ranks >= torch.round(s.detach() * cols).unsqueeze(1)
-            masks[la.param_name] = (hard, hard.to(soft.dtype) + soft - soft.detach())
+            hard = la.ranks >= torch.round(s.detach() * cols).to(la.ranks.dtype).unsqueeze(1)
+            ste = hard.to(soft.dtype) + soft - soft.detach()  # float32, like the logits
+            masks[la.param_name] = (hard, ste.to(la.weight.dtype))  # no-op for float32 weights
             pruned = pruned + s.sum() * cols
         weights = {la.param_name: la.weight for la in self.layers}
         if self.clip is not None:
@@ -121,8 +125,17 @@ class AllocationLearner(nn.Module):
     @torch.no_grad()
     def hard_masks(self) -> dict[str, torch.Tensor]:
         """The current hard masks (True = kept), keyed by parameter name."""
-        return {la.param_name: la.ranks >= torch.round(self.row_sparsity(la) * la.weight.shape[1]).unsqueeze(1)
+        return {la.param_name: self.keep_mask(la, torch.round(self.row_sparsity(la) * la.weight.shape[1]))
                 for la in self.layers}
+
+    @staticmethod
+    def keep_mask(la: _LayerAlloc, prune_counts: torch.Tensor) -> torch.Tensor:
+        """Keep all but the ``prune_counts[r]`` least important weights of each row r (bool (out, in))."""
+        return la.ranks >= prune_counts.to(la.ranks.device, la.ranks.dtype).unsqueeze(1)
+
+    def count_masks(self, counts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`keep_mask` of every Linear for per-row prune counts (as from :meth:`final_counts`)."""
+        return [self.keep_mask(la, c) for la, c in zip(self.layers, counts)]
 
     @torch.no_grad()
     def final_counts(self, target: float) -> list[torch.Tensor]:
@@ -191,7 +204,8 @@ def learn_allocation(block: nn.Module, learner: nn.Module, inputs: torch.Tensor,
     carry = {} if carry is None else carry
     for p in block.parameters():
         p.requires_grad_(False)
-    denom = targets.float().pow(2).reshape(-1, targets.shape[-1]).mean(dim=0).clamp_min(1e-8)
+    device = next(block.parameters()).device  # activations may live on the CPU, the block on a GPU
+    denom = targets.float().pow(2).reshape(-1, targets.shape[-1]).mean(dim=0).clamp_min(1e-8).to(device)
     opts = _optimizers(learner, optimizer, lr, d_coef, carry, clip_lr)
     gen = torch.Generator().manual_seed(seed)
     losses = []
@@ -200,9 +214,9 @@ def learn_allocation(block: nn.Module, learner: nn.Module, inputs: torch.Tensor,
         for j in range(0, len(order), batch):
             idx = order[j:j + batch].to(inputs.device)
             weights, s = learner.masked_weights()
-            pred = functional_call(block, weights, (inputs[idx],), kwargs)
+            pred = functional_call(block, weights, (inputs[idx].to(device),), kwargs)
             pred = pred[0] if isinstance(pred, tuple) else pred
-            loss = channel_normalised_mse(pred, targets[idx], denom)
+            loss = channel_normalised_mse(pred, targets[idx].to(device), denom)
             if s is not None:
                 loss = loss + beta * ((s - target) / target) ** 2
             for opt in opts:

@@ -33,13 +33,15 @@ def _umask() -> int:
 
 
 def write_run(out_dir: str | Path, masks: dict[str, torch.Tensor], manifest: dict,
-              save_model: Callable[[Path], None] | None = None, quant: dict | None = None) -> Path:
+              save_model: Callable[[Path], None] | None = None, quant: dict | None = None,
+              checkpoint=None) -> Path:
     """Atomically write a run folder into ``out_dir``, which must not exist or be empty.
 
     ``save_model(path)`` (e.g. ``model.save_pretrained``) fills ``model/``. Replacing an existing
     run is the caller's decision: ``besa_hw.outdir.staged_dir`` builds the new folder beside the
     old one and swaps it in only when complete. ``quant`` (module path -> QuantParams) is written
-    to ``quant.safetensors``.
+    to ``quant.safetensors``. A streamed prune passes its :class:`pruning.checkpoint.BlockCheckpoint`
+    instead of ``masks``/``quant``: its blocks are streamed into the same files.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -47,9 +49,15 @@ def write_run(out_dir: str | Path, masks: dict[str, torch.Tensor], manifest: dic
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS))
+        from pruning.quant_export import QUANT, QUANT_FORMAT, save_quant
+
+        if checkpoint is not None:
+            from pruning.arch import module_path
+            checkpoint.write_masks(tmp / MASKS, module_path)
+            checkpoint.write_quant(tmp / QUANT, module_path, {"format": QUANT_FORMAT})
+        else:
+            save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS))
         if quant:
-            from pruning.quant_export import QUANT, save_quant
             save_quant(tmp / QUANT, quant)
         if save_model is not None:
             save_model(tmp / MODEL_DIR)
@@ -93,6 +101,10 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     integers); anything else is a ValueError naming the key, never a silently scaled weight.
     """
     manifest = read_manifest(run_dir)
+    done, total = manifest.get("blocks_pruned"), (manifest.get("model") or {}).get("num_hidden_layers")
+    if isinstance(done, int) and isinstance(total, int) and done < total:
+        raise ValueError(f"run {run_dir} pruned only the first {done} of {total} blocks (prune --blocks): "
+                         "it is a measurement run, not a model to evaluate or simulate")
     path = Path(run_dir) / MASKS
     if not path.is_file():
         raise FileNotFoundError(f"run folder has no {MASKS}: {run_dir}")

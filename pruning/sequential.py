@@ -18,12 +18,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pruning.arch import block_linears, decoder_layers, module_path
+from pruning.checkpoint import BlockCheckpoint
 from pruning.config import PruneConfig
 from pruning.methods import METHOD_FNS, BlockJob, needs_data, needs_hessian, needs_targets
 from pruning.masks import mask_sparsity, row_sparsity_summary
 from pruning.quant import QuantParams, group_width
 from pruning.quantizers import quantize_block
 from pruning.stats import check_finite, collect_input_stats
+from pruning.streaming import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -37,50 +39,70 @@ class PruneResult:
     layers: dict[str, dict] = field(default_factory=dict)
     block_sparsity: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    blocks: int = 0  # blocks pruned (all of the model's unless ``prune_model(blocks=N)``)
+    block_seconds: list[float] = field(default_factory=list)  # wall time of each block (load to release)
+    kept: int = 0    # kept weights over every pruned Linear (counted as each block finishes)
+    total: int = 0
 
     @property
     def achieved_sparsity(self) -> float:
-        kept = sum(int(m.sum()) for m in self.masks.values())
-        total = sum(m.numel() for m in self.masks.values())
-        return 1.0 - kept / max(total, 1)
+        return 1.0 - self.kept / max(self.total, 1)
+
+
+class _Catcher(nn.Module):
+    """Stands in for the decoder layers while block 0's inputs are captured: records the hidden
+    states and keyword arguments it is called with and passes the hidden states through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden: list[torch.Tensor] = []
+        self.kwargs: dict = {}
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.hidden.append(hidden_states.detach())
+        if not self.kwargs:
+            self.kwargs.update(kwargs)
+        return hidden_states
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, calib_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Hidden states (N, T, H) entering block 0 and the block's keyword arguments (captured once)."""
+def capture_block_inputs(model: nn.Module, calib_ids: torch.Tensor,
+                         act_device: torch.device | str | None = None) -> tuple[torch.Tensor, dict]:
+    """Hidden states (N, T, H) entering block 0 (kept on ``act_device``, default the model's) and the
+    block's keyword arguments (captured once, on the model's device).
+
+    The decoder runs embeddings, rotary set-up and the mask with its layer list replaced by a
+    catcher, so no block needs to be materialised (block streaming) and none is run.
+    """
     layers = decoder_layers(model)
-    inner = model.model
-    captured: list[torch.Tensor] = []
-    kwargs: dict = {}
-
-    def hook(_mod: nn.Module, args: tuple, kw: dict) -> None:
-        hidden = args[0] if args else kw["hidden_states"]
-        captured.append(hidden.detach())
-        if not kwargs:
-            kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
-
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
-    inner.layers = nn.ModuleList([layers[0]])  # run embeddings + rotary + block 0 only
+    inner, catcher = model.model, _Catcher()
+    inner.layers = nn.ModuleList([catcher])
+    out = None
     try:
-        for row in calib_ids:
+        for n, row in enumerate(calib_ids):
             inner(input_ids=row.unsqueeze(0), use_cache=False)
+            h = catcher.hidden.pop()
+            if out is None:  # filled in place: no second copy of the activations
+                out = torch.empty((len(calib_ids), *h.shape[1:]), dtype=h.dtype, device=act_device or h.device)
+            out[n] = h[0]
     finally:
         inner.layers = layers
-        handle.remove()
+    kwargs = catcher.kwargs
     kwargs["use_cache"] = False
     kwargs.pop("cache", None)
     kwargs.pop("past_key_values", None)
-    return torch.cat(captured, dim=0), kwargs
+    return out, kwargs
 
 
 @torch.no_grad()
 def run_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict, batch: int) -> torch.Tensor:
-    """Forward ``hidden`` (N, T, H) through ``block`` in chunks of ``batch`` samples."""
-    outs = []
+    """Forward ``hidden`` (N, T, H) through ``block`` in chunks of ``batch`` samples; each chunk is
+    moved to the block's device and its output back to ``hidden``'s (activations may live on the CPU)."""
+    device, result = next(block.parameters()).device, torch.empty_like(hidden)  # no second copy via cat
     for i in range(0, hidden.shape[0], batch):
-        out = block(hidden[i:i + batch], **kwargs)
-        outs.append(out[0] if isinstance(out, tuple) else out)
-    return torch.cat(outs, dim=0)
+        out = block(hidden[i:i + batch].to(device), **kwargs)
+        result[i:i + batch] = out[0] if isinstance(out, tuple) else out
+    return result
 
 
 def layer_targets(model: nn.Module, cfg: PruneConfig) -> dict[str, float]:
@@ -112,21 +134,26 @@ def check_model_fits(model: nn.Module, cfg: PruneConfig) -> None:
 
 
 def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], targets: dict[str, float],
-            quant: dict[str, QuantParams], quantizer: str | None) -> None:
+            quant: dict[str, QuantParams], quantizer: str | None, keep: bool = True) -> None:
+    """Per-layer records of block ``index`` into ``result``; masks and codes too when ``keep``
+    (a streamed prune leaves them in its checkpoint)."""
     kept = total = 0
     for op, mask in masks.items():
         path = module_path(index, op)
         mask = mask.detach().to("cpu", torch.bool)
-        result.masks[path] = mask
+        if keep:
+            result.masks[path] = mask
         result.layers[path] = {"block": index, "op": op, "shape": list(mask.shape),
                                "target_sparsity": targets[op], "achieved_sparsity": mask_sparsity(mask),
                                "row_sparsity": row_sparsity_summary(mask)}
         if op in quant:
             q = quant[op]
-            result.quant[path] = QuantParams(q.codes.cpu(), q.scales.cpu(), q.zeros.cpu(), q.bits, q.group)
+            if keep:
+                result.quant[path] = QuantParams(q.codes.cpu(), q.scales.cpu(), q.zeros.cpu(), q.bits, q.group)
             result.layers[path]["quant"] = {"bits": q.bits, "group_size": q.group, "quantizer": quantizer}
         kept, total = kept + int(mask.sum()), total + mask.numel()
     result.block_sparsity.append(1.0 - kept / total)
+    result.kept, result.total = result.kept + kept, result.total + total
 
 
 def _uses_dense_stream(cfg: PruneConfig) -> bool:
@@ -171,43 +198,104 @@ def _apply_masks(linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor]) 
         lin.weight.mul_(masks[op].to(lin.weight.device, lin.weight.dtype))
 
 
-def prune_model(model: nn.Module, calib_ids: torch.Tensor | None, cfg: PruneConfig,
-                progress: bool = False) -> PruneResult:
-    """Prune ``model`` in place, block by block; ``calib_ids`` (N, T) token ids on the model's device.
+@torch.no_grad()
+def _restore_block(linears: dict[str, nn.Linear], saved: tuple) -> None:
+    """Put a finished block's final weights back (resume): saved weights, or the masks applied."""
+    masks, _quant, weights = saved
+    if weights:
+        for op, lin in linears.items():
+            lin.weight.copy_(weights[op].to(lin.weight.device, lin.weight.dtype))
+    else:
+        _apply_masks(linears, masks)
 
-    Returns masks keyed by module path plus per-layer records for the run manifest.
+
+def _as_blocks(model) -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else LoadedModel(model)
+
+
+def prune_model(model, calib_ids: torch.Tensor | None, cfg: PruneConfig, progress: bool = False, *,
+                checkpoint: BlockCheckpoint | None = None, blocks: int | None = None,
+                act_device: torch.device | str | None = None) -> PruneResult:
+    """Prune ``model`` block by block; ``calib_ids`` (N, T) token ids on the model's device.
+
+    ``model`` is an ``nn.Module`` (pruned in place) or a :class:`pruning.streaming.StreamedModel`
+    (one block materialised at a time; results go to ``checkpoint`` only). With ``checkpoint``
+    every finished block is written out at once, and a checkpoint opened with ``resume`` skips its
+    finished blocks: they are replayed (one forward each) to rebuild the activations, so the result
+    equals an uninterrupted run's. ``blocks`` prunes only the first N blocks (measurements).
+    ``act_device`` keeps the calibration activations there (e.g. ``cpu`` when they do not fit on
+    the GPU); chunks move to the block's device for each forward.
+
+    Returns masks keyed by module path (in memory unless streamed) plus per-layer records.
     """
-    check_model_fits(model, cfg)
-    layers, all_targets = decoder_layers(model), layer_targets(model, cfg)
+    src = _as_blocks(model)
+    if src.streamed and checkpoint is None:
+        raise ValueError("a streamed model needs a checkpoint folder for its results")
+    check_model_fits(src.model, cfg)
+    all_targets = layer_targets(src.model, cfg)
+    n_blocks = len(src) if blocks is None else blocks
+    if not 1 <= n_blocks <= len(src):
+        raise ValueError(f"--blocks must be in [1, {len(src)}] (the model's blocks), got {blocks}")
     result, t0, carry = PruneResult(), time.perf_counter(), {}
     hidden, kwargs = (None, {})
     if needs_data(cfg):
         if calib_ids is None:
             raise ValueError(f"method {cfg.method} needs calibration data")
-        hidden, kwargs = capture_block_inputs(model, calib_ids)
+        with src.embedding():
+            hidden, kwargs = capture_block_inputs(src.model, calib_ids, act_device)
     # BESA may fit each pruned block to the *dense model's* block outputs (a dense stream kept
     # alongside), so later blocks can compensate the error of earlier ones.
     dense_stream = hidden.clone() if hidden is not None and _uses_dense_stream(cfg) else None
     subset = None if hidden is None else _training_subset(hidden.shape[0], cfg)
     if subset is not None:
         hidden = hidden[subset.to(hidden.device)]
-    for i in tqdm(range(len(layers)), desc=f"prune {cfg.method}", unit="block", disable=not progress):
-        linears = block_linears(layers[i])
+    start = 0 if checkpoint is None else min(checkpoint.done, n_blocks)
+    if start:
+        logger.info("resuming after %d finished blocks", start)
+    bar = tqdm(range(n_blocks), desc=f"prune {cfg.method}", unit="block", disable=not progress, initial=0)
+    for i in bar:
+        tb = time.perf_counter()
+        block = src.load_block(i)
+        linears = block_linears(block)
         targets = {op: all_targets[module_path(i, op)] for op in linears}
-        job = BlockJob(i, layers[i], linears, targets, cfg, inputs=hidden, kwargs=kwargs, carry=carry)
-        if hidden is not None:
-            dense = _dense_pass(job, hidden, dense_stream, subset)
-            dense_stream = None if dense_stream is None else dense
-        masks = METHOD_FNS[cfg.method](job)
-        _apply_masks(linears, masks)
-        quantize_block(job, masks)  # no-op without wbits; pruned weights stay exactly 0
-        _record(result, i, masks, targets, job.quant, cfg.quant_method)
-        logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
-        if hidden is not None:
-            hidden = run_block(layers[i], hidden, kwargs, cfg.forward_batch)
-            if not torch.isfinite(hidden).all():
-                raise ValueError(f"NaN/inf activations at the outputs of pruned block {i}")
+        if i < start:  # finished before an interruption: replay it to rebuild the activations
+            if dense_stream is not None:
+                dense_stream = run_block(block, dense_stream, kwargs, cfg.forward_batch)
+            saved = checkpoint.load(i)
+            _restore_block(linears, saved)
+            rec = checkpoint.record(i)
+            carry = dict(rec.get("carry", {}))
+            _record(result, i, saved[0], targets, saved[1], cfg.quant_method, keep=not src.streamed)
+            result.block_seconds.append(rec.get("seconds", 0.0))
+        else:
+            job = BlockJob(i, block, linears, targets, cfg, inputs=hidden, kwargs=kwargs, carry=carry)
+            if hidden is not None:
+                dense = _dense_pass(job, hidden, dense_stream, subset)
+                dense_stream = None if dense_stream is None else dense
+                del dense
+            masks = METHOD_FNS[cfg.method](job)
+            _apply_masks(linears, masks)
+            quantize_block(job, masks)  # no-op without wbits; pruned weights stay exactly 0
+            _record(result, i, masks, targets, job.quant, cfg.quant_method, keep=not src.streamed)
+            if hidden is not None and i + 1 < n_blocks:
+                hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
+                if not torch.isfinite(hidden).all():
+                    raise ValueError(f"NaN/inf activations at the outputs of pruned block {i}")
+            result.block_seconds.append(round(time.perf_counter() - tb, 3))
+            if checkpoint is not None:
+                weights = {op: lin.weight for op, lin in linears.items()} if cfg.updates_weights else None
+                layer_recs = {module_path(i, op): result.layers[module_path(i, op)] for op in linears}
+                checkpoint.save(i, masks, job.quant, weights, {"layers": layer_recs, "carry": dict(carry),
+                                                               "seconds": result.block_seconds[-1]})
+            logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
+            del job, masks
+            src.release_block(i)
+            continue
+        if hidden is not None and i + 1 < n_blocks:  # replayed block: rebuild its outputs
+            hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
+        src.release_block(i)
     result.seconds = time.perf_counter() - t0
-    logger.info("pruned %d blocks with %s: sparsity %.4f in %.1f s", len(layers), cfg.method,
+    result.blocks = n_blocks
+    logger.info("pruned %d blocks with %s: sparsity %.4f in %.1f s", n_blocks, cfg.method,
                 result.achieved_sparsity, result.seconds)
     return result

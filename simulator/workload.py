@@ -314,6 +314,14 @@ def parse_nm_text(text, where: object = "--nm") -> tuple[int, int] | None:
     return n_, m_
 
 
+def check_complete(manifest: dict, run_dir: str | Path) -> None:
+    """ValueError for a measurement run that pruned only its first blocks (``prune --blocks N``)."""
+    done, total = manifest.get("blocks_pruned"), (manifest.get("model") or {}).get("num_hidden_layers")
+    if isinstance(done, int) and isinstance(total, int) and done < total:
+        raise ValueError(f"run {run_dir} pruned only the first {done} of {total} blocks (prune --blocks): "
+                         "it is a measurement run, not a model to evaluate or simulate")
+
+
 def run_ops(run_dir: str | Path, tokens: int, context: int | None = None, linear_only: bool = False,
             blocks: int | None = None) -> tuple[ModelShape, list[LayerOp]]:
     """Ops of a pruning run folder (masks.safetensors + manifest.json), masks read lazily.
@@ -325,6 +333,7 @@ def run_ops(run_dir: str | Path, tokens: int, context: int | None = None, linear
 
     run_dir = Path(run_dir)
     meta = read_manifest(run_dir)
+    check_complete(meta, run_dir)
     masks_path = run_dir / "masks.safetensors"
     stored = mask_keys(masks_path)
     shape, layers = _manifest_layers(run_dir, meta)

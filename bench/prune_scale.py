@@ -1,0 +1,133 @@
+"""Prune LLaMA-7B-shaped blocks on this CPU with block streaming: peak RSS, seconds per block, the
+extrapolation to the whole model, and the memory estimate next to the measurement.
+
+    python bench/prune_scale.py                        # wanda, sparsegpt, besa; 2 blocks each
+    python bench/prune_scale.py --methods besa --blocks 3 --nsamples 16
+
+The checkpoint is `besa-hw make-model --shape llama-7b` (random weights, the real block sizes,
+fp16 safetensors shards, 13.5 GB); it is made first when --model does not exist. Each method runs
+`besa-hw prune --blocks N` in a fresh process under /usr/bin/time (peak RSS = its max resident
+set); seconds per block come from the run's manifest (`block_seconds`, load to release of each
+block). The whole-model time is setup (load, calibration, capture) plus the number of blocks
+times the mean seconds per block. `estimate` is `besa-hw estimate` for the same settings.
+
+Also checks that a streamed prune and a fully loaded prune give bit-identical masks on the
+bundled SmolLM2-135M (`--identity`, first blocks, converted to a safetensors folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "besa_hw.cli"]
+
+
+def _load() -> str:
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def run_prune(model: str, method: str, args, out: Path) -> dict:
+    """One `besa-hw prune --blocks N` under /usr/bin/time; returns the measured row."""
+    cmd = ["/usr/bin/time", "-f", "MAXRSS %M", *CLI, "prune", "--model", model, "--method", method,
+           "--blocks", str(args.blocks), "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen),
+           "--dtype", args.dtype, "--device", "cpu", "--out", str(out), "--overwrite"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"prune {method} failed")
+    rss_kb = int(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS")))
+    manifest = json.loads((out / "manifest.json").read_text())
+    secs = manifest["block_seconds"]
+    setup = manifest["wall_seconds"] - sum(secs)
+    return {"method": method, "rss_gb": rss_kb * 1024 / 1e9, "block_s": secs, "setup_s": setup,
+            "layers": manifest["model"]["num_hidden_layers"], "load": _load()}
+
+
+def estimate_peak(model: str, method: str, args) -> tuple[float, float]:
+    """(peak GB, seconds per block) from `besa-hw estimate`."""
+    cmd = [*CLI, "estimate", "--model", model, "--method", method, "--nsamples", str(args.nsamples),
+           "--seqlen", str(args.seqlen), "--dtype", args.dtype, "--device", "cpu", "--json"]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    data = json.loads(out)
+    return data["peak_gb"], data["seconds_per_block"]
+
+
+def identity_check(blocks: int) -> str:
+    """Masks of a streamed and a loaded BESA prune of SmolLM2-135M's first blocks: identical?"""
+    code = f"""
+import torch, tempfile, pathlib
+from safetensors.torch import load_file
+from besa_hw.models import load_model
+from pruning import prune_model
+from pruning.arch import module_path
+from pruning.calibration import get_calibration
+from pruning.checkpoint import BlockCheckpoint
+from pruning.config import CalibConfig, PruneConfig
+from pruning.streaming import StreamedModel
+torch.set_num_threads(2)
+lm, tok, _ = load_model()
+tmp = pathlib.Path(tempfile.mkdtemp())
+lm.save_pretrained(tmp / "m"); tok.save_pretrained(tmp / "m")
+ids = get_calibration(tok, CalibConfig(nsamples=16, seqlen=256))
+out = []
+for cfg in (PruneConfig(method="wanda"), PruneConfig(method="besa", besa_samples=8)):
+    loaded = prune_model(load_model()[0], ids, cfg, blocks={blocks})
+    ck = BlockCheckpoint(tmp / cfg.method, {{}})
+    prune_model(StreamedModel(tmp / "m"), ids, cfg, checkpoint=ck, blocks={blocks})
+    ck.write_masks(tmp / (cfg.method + ".st"), module_path)
+    streamed = load_file(str(tmp / (cfg.method + ".st")))
+    same = set(streamed) == set(loaded.masks) and all(torch.equal(streamed[k], v) for k, v in loaded.masks.items())
+    out.append(f"{{cfg.method}}: {{len(loaded.masks)}} masks, identical={{same}}")
+print("; ".join(out))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True,
+                          env=env).stdout.strip().splitlines()[-1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="/work/models/llama-7b-rand", help="7B-shaped folder (made when missing)")
+    p.add_argument("--methods", default="wanda,sparsegpt,besa")
+    p.add_argument("--blocks", type=int, default=2)
+    p.add_argument("--nsamples", type=int, default=8)
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--identity", type=int, default=3, metavar="N",
+                   help="also check streamed == loaded masks on SmolLM2's first N blocks (0: skip)")
+    args = p.parse_args()
+    if not Path(args.model, "config.json").is_file():
+        print(f"making {args.model} (besa-hw make-model --shape llama-7b)", flush=True)
+        subprocess.run([*CLI, "make-model", "--shape", "llama-7b", "--out", args.model], check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    print(f"# {args.model}: {args.blocks} blocks per method, {args.nsamples} x {args.seqlen} calibration tokens, "
+          f"{args.dtype}, {args.threads} threads, load at start {_load()}")
+    print("| method | peak RSS (GB) | estimate (GB) | est/measured | s/block (mean of measured) | estimate s/block "
+          "| setup s | whole model (h) | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="prune-scale-") as tmp:
+        for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+            row = run_prune(args.model, method, args, Path(tmp) / method)
+            est_gb, est_s = estimate_peak(args.model, method, args)
+            mean_s = sum(row["block_s"]) / len(row["block_s"])
+            whole_h = (row["setup_s"] + row["layers"] * mean_s) / 3600
+            print(f"| {method} | {row['rss_gb']:.2f} | {est_gb:.2f} | {est_gb / row['rss_gb']:.2f} | "
+                  f"{mean_s:.1f} ({', '.join(f'{s:.1f}' for s in row['block_s'])}) | {est_s:.1f} | "
+                  f"{row['setup_s']:.1f} | {whole_h:.2f} | {row['load']} |", flush=True)
+    if args.identity:
+        print(f"\nstreamed vs loaded masks, SmolLM2-135M, first {args.identity} blocks: {identity_check(args.identity)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

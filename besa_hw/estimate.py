@@ -1,0 +1,247 @@
+"""Know the cost before you start: peak memory and time of a prune, per component.
+
+The model counts the bytes that :func:`pruning.sequential.prune_model` holds at its peak (see
+docs in the README, "Estimating a prune"); no torch is imported. Per block (P weights, the seven
+Linears), N calibration segments of T tokens, hidden size H, intermediate size I, d bytes per
+element of the compute dtype:
+
+* runtime: the Python process with torch and transformers loaded (measured, ``RUNTIME_GB``) or,
+  on a GPU, the CUDA context (``CUDA_CONTEXT_GB``);
+* block weights: P*d (streamed) or the whole model (loaded whole);
+* activations: the pruned stream, in and out of a block forward: 2*N*T*H*d (BESA with a dense
+  target trains on ``besa_samples`` of the N segments, Ns, so it is (Ns + ...));
+* dense stream (BESA's target): the dense block's inputs and outputs, 2*N*T*H*d, while the
+  pruned stream holds Ns*T*H*d;
+* method state: BESA's ranks and candidate buckets (int16 + int32: 6 bytes per weight), its
+  straight-through masked weights (4 bytes per weight) and their gradients for the largest
+  Linear; Wanda/magnitude scores and sort buffers for the largest Linear (20 bytes per weight);
+  SparseGPT's Hessians (fp32, one per distinct input) and OBS buffers for the largest Linear;
+* optimizer state: Prodigy's six float32 buffers per allocation logit (rows x candidates);
+* forward transients: one chunk of ``forward_batch`` (BESA: ``besa_batch``, with autograd)
+  segments through the block: MLP and attention intermediates;
+* masks: the block's bool masks (P bytes) while they are written out.
+
+Time: forward FLOPs of the block (2*P*T per segment, plus attention's 4*T^2*H) times the number of
+forward-equivalent passes of the method, divided by the device's sustained throughput. The
+throughputs are ``DEVICES``' entries: this CPU's measured by ``bench/prune_scale.py``, the GPUs'
+stated as assumptions (a fraction of the datasheet's dense bf16 peak).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+GB = 1e9
+RUNTIME_GB = 0.75      # measured RSS of `besa-hw prune` before the first block (torch 2.13 CPU, transformers 5)
+CUDA_CONTEXT_GB = 0.6  # CUDA context and kernels on the device (typical for torch 2.x; an assumption)
+LAUNCH_GB = 0.0
+
+
+@dataclass(frozen=True)
+class Device:
+    """A compute device: memory in GB (None: this machine's available RAM) and sustained fp32/bf16
+    throughput in TFLOP/s for the block forwards."""
+
+    name: str
+    memory_gb: float | None
+    tflops: float
+    note: str
+
+
+DEVICES: dict[str, Device] = {d.name: d for d in (
+    Device("cpu", None, 0.20, "this machine's CPU; 0.20 TFLOP/s sustained fp32 by prune_scale.py's Wanda forwards"),
+    Device("a100-80gb", 80.0, 150.0, "A100 SXM 80 GB: 312 TFLOP/s bf16 peak, 48% sustained (assumed)"),
+    Device("a100-40gb", 40.0, 150.0, "A100 40 GB: as a100-80gb"),
+    Device("h100-80gb", 80.0, 400.0, "H100 SXM 80 GB: 989 TFLOP/s bf16 peak, 40% sustained (assumed)"),
+    Device("h200-141gb", 141.0, 400.0, "H200 141 GB: as h100-80gb"),
+    Device("rtx4090", 24.0, 80.0, "RTX 4090 24 GB: 165 TFLOP/s bf16 peak, 48% sustained (assumed)"),
+)}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+PRODIGY_BUFFERS = 6  # param, grad, exp_avg, exp_avg_sq, s, p0 (float32)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak memory per component (bytes) and time (seconds) of one prune."""
+
+    components: dict[str, float]
+    seconds_per_block: float
+    blocks: int
+    device: str
+    capacity: float | None  # bytes available on the device (None: unknown)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def peak(self) -> float:
+        return sum(self.components.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.capacity is None or self.peak <= self.capacity
+
+    def lines(self) -> list[str]:
+        out = [f"{name:<20} {value / GB:8.2f} GB" for name, value in self.components.items()]
+        out.append(f"{'peak:':<20} {self.peak / GB:8.2f} GB")
+        if self.capacity is not None:
+            out.append(f"{'available:':<20} {self.capacity / GB:8.2f} GB ({self.device})")
+        total = self.seconds_per_block * self.blocks
+        out.append(f"time: {self.seconds_per_block:.1f} s per block, {total / 3600:.2f} h for {self.blocks} blocks "
+                   f"({self.device})")
+        return out + [f"note: {n}" for n in self.notes]
+
+
+def shape_of(model: str | None = None, shape: str | None = None):
+    """The ``ModelShape`` of ``--shape NAME`` or of a model folder's config.json (None when unknown:
+    a GGUF file other than the bundled one, a hub id)."""
+    from besa_hw.models import DEFAULT_MODEL
+    from simulator.workload import SHAPES, ModelShape
+
+    if shape is not None:
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+        return SHAPES[shape]
+    if model == DEFAULT_MODEL:
+        return SHAPES["smollm2-135m"]
+    config = Path(model or "") / "config.json"
+    if config.is_file():
+        try:
+            return ModelShape.from_dict(Path(model).name, json.loads(config.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{config}: cannot read the model's dimensions ({exc})") from None
+    return None
+
+
+def available_bytes(device: str) -> float | None:
+    """Free memory of ``device``: CPU MemAvailable, a CUDA device's free memory, a named device's size."""
+    if device in DEVICES and DEVICES[device].memory_gb is not None:
+        return DEVICES[device].memory_gb * GB
+    if device.startswith("cuda"):
+        import torch
+
+        return float(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", streamed: bool = True,
+             activations: str = "device", blocks: int | None = None) -> Estimate:
+    """Peak memory and time of pruning ``shape`` with ``cfg`` (a PruneConfig) on ``calib`` data."""
+    d = DTYPE_BYTES[dtype]
+    ops = shape.op_shapes()
+    P = sum(o * i for o, i in ops.values())
+    largest = max(o * i for o, i in ops.values())
+    H, I, T, N = shape.hidden_size, shape.intermediate_size, calib.seqlen, calib.nsamples
+    heads = shape.num_attention_heads
+    gpu = device not in ("cpu",) and not device.startswith("cpu")
+    method, besa = cfg.method, cfg.method == "besa"
+    dense_target = besa and cfg.besa_target == "dense"
+    hessian = method == "sparsegpt" or cfg.wbits is not None and cfg.quant_method == "obs" or (
+        besa and (cfg.besa_reconstruct or cfg.besa_importance == "sparsegpt"))
+    ns = min(N, cfg.besa_samples) if dense_target and not hessian and cfg.besa_samples else N
+    seg = T * H * d  # one segment's hidden states
+    c: dict[str, float] = {}
+    c["runtime"] = CUDA_CONTEXT_GB * GB if gpu else RUNTIME_GB * GB
+    embed = shape.vocab_size * H * d
+    if streamed:
+        c["block weights"] = P * d
+    else:
+        c["model weights"] = (P * shape.num_hidden_layers + embed * 2) * d / d * 4  # loaded whole: fp32
+    data = method != "magnitude"
+    if data:
+        c["activations"] = ((ns + ns) if not dense_target else ns) * seg
+        if dense_target:
+            c["dense stream"] = 2 * N * seg
+    if besa:
+        c["method state"] = 6 * P + 4 * P + (d + 12) * largest
+        rows = sum(o for o, _ in ops.values()) if cfg.besa_allocation == "row" else len(ops)
+        c["optimizer state"] = rows * (round(1 / cfg.besa_step) + 1) * 4 * PRODIGY_BUFFERS
+        batch = cfg.besa_batch
+        c["forward transient"] = batch * T * (12 * H + 5 * I) * 4 + batch * heads * T * T * 4 * 3
+    else:
+        c["method state"] = 20 * largest
+        batch = cfg.forward_batch
+        c["forward transient"] = min(batch, N) * T * (4 * H + 3 * I) * d + min(batch, N) * heads * T * T * d * 2
+    if hessian:
+        q = shape.num_attention_heads * shape.head_dim
+        c["method state"] += 4 * (2 * H * H + q * q + I * I) + 3 * 4 * I * I + 4 * largest
+    c["masks"] = P
+    if data and not streamed:
+        pass
+    notes = []
+    if data and activations == "cpu" and gpu:
+        moved = c.pop("activations") + c.pop("dense stream", 0.0)
+        notes.append(f"activations on the CPU: {moved / GB:.2f} GB of host RAM, not counted above")
+    if data and streamed and embed > c.get("block weights", 0):
+        notes.append(f"the token embedding ({embed / GB:.2f} GB) is materialised only while block 0's inputs "
+                     "are captured, before any block")
+    # time: forward-equivalent passes of the block over the calibration segments
+    fwd = 2 * P * T + 4 * T * T * H  # FLOPs of one segment through one block
+    passes = {"magnitude": 0.0, "wanda": 2 * N, "sparsegpt": 3 * N}.get(method)
+    if besa:
+        passes = N * (2 + (1 if dense_target else 0)) + 3 * cfg.besa_epochs * ns
+    obs = 0.0
+    if hessian:
+        obs = sum(2 * o * i * i for o, i in ops.values()) / max(cfg.sparsegpt_blocksize, 1) * 4
+    dev = DEVICES.get(device if device in DEVICES else ("cpu" if not gpu else "a100-80gb"))
+    seconds = (passes * fwd + obs) / (dev.tflops * 1e12)
+    if not gpu:
+        capacity = available_bytes("cpu") if device == "cpu" else None
+    else:
+        capacity = available_bytes(device)
+    return Estimate(c, seconds, blocks or shape.num_hidden_layers, device, capacity, tuple(notes))
+
+
+def check_fits(spec, cfg, calib, *, device: str, dtype: str, activations: str = "auto",
+               skip: bool = False) -> str:
+    """Run the estimate before a prune: ValueError with a suggestion when it would not fit.
+
+    Returns where the activations should live (``device`` or ``cpu``).
+    """
+    from pruning.streaming import is_streamable
+
+    if activations != "auto":
+        where = activations
+    else:
+        where = "device"
+    if skip:
+        return where
+    shape = shape_of(spec.source if spec.gguf_file is None else spec.model_id)
+    if shape is None:
+        logger.info("no memory estimate for %s (dimensions unknown before loading)", spec.model_id)
+        return where
+    streamed = spec.gguf_file is None and is_streamable(spec.source)
+    est = estimate(shape, cfg, calib, device=device, dtype=dtype, streamed=streamed, activations=where)
+    if not est.fits and activations == "auto" and device != "cpu":
+        alt = estimate(shape, cfg, calib, device=device, dtype=dtype, streamed=streamed, activations="cpu")
+        if alt.fits:
+            logger.info("activations kept in CPU RAM: the estimate on %s is %.1f GB", device, est.peak / GB)
+            return "cpu"
+    if not est.fits:
+        biggest = max((k for k in est.components if k != "runtime"), key=est.components.get)
+        hint = ["fewer --nsamples or a shorter --seqlen"]
+        if dtype == "float32":
+            hint.append("--dtype bfloat16")
+        if device != "cpu" and where != "cpu":
+            hint.append("--activations cpu")
+        raise ValueError(f"this prune would need about {est.peak / GB:.1f} GB on {device} "
+                         f"(largest part: {biggest}, {est.components[biggest] / GB:.1f} GB) but "
+                         f"{est.capacity / GB:.1f} GB are available; try {', or '.join(hint)} "
+                         "(besa-hw estimate shows every component; --no-estimate skips this check)")
+    logger.info("estimated peak %.2f GB of %s", est.peak / GB, "?" if est.capacity is None else
+                f"{est.capacity / GB:.1f} GB available")
+    return where
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
