@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "besa_hw.commands.simulate",
     "besa_hw.commands.sweep",
     "besa_hw.commands.compare",
+    "besa_hw.commands.make_model",
 )
 
 
