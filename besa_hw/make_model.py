@@ -126,7 +126,7 @@ def tensor_plan(config) -> list[TensorSpec]:
         if name in tied:
             continue
         if name not in kinds:  # a LLaMA has no other parameters; a new transformers might
-            raise ValueError(f"make-model: no initialisation rule for {name} (transformers {_version()})")
+            raise ValueError(f"no initialisation rule for {name} (transformers {_version()})")
         init, pad = kinds[name]
         specs.append(TensorSpec(name, tuple(tensor.shape), init, pad))
     return specs

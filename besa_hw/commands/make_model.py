@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 
 from besa_hw.make_model import DTYPES, shape_names
 
@@ -39,8 +40,13 @@ def handle(args: argparse.Namespace) -> int:
     need = mk.checkpoint_bytes(shards, args.dtype)
     mk.check_disk(args.out, need + mk.TOKENIZER_BYTES, f"--shape {shape.name} ({args.dtype})")
     # Built beside --out and swapped in when complete: an interrupted write leaves nothing behind.
-    with staged_dir(args.out, "model", overwrite=args.overwrite) as stage:
-        meta = mk.write_checkpoint(stage, config, tokenizer, shards, seed=args.seed, progress=True)
+    try:
+        with staged_dir(args.out, "model", overwrite=args.overwrite) as stage:
+            meta = mk.write_checkpoint(stage, config, tokenizer, shards, seed=args.seed, progress=True)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:  # the disk filled up since the check (another writer)
+            raise
+        raise ValueError(f"--out {args.out}: the disk filled up while writing; nothing was kept") from exc
     print(f"wrote {args.out}: {shape.name} shape, {_count(meta['total_parameters'])} parameters "
           f"({config.num_hidden_layers} blocks, vocab {config.vocab_size} from the bundled tokenizer), "
           f"{_count(need)}B of {args.dtype} in {len(shards)} shard{'s' * (len(shards) > 1)}, seed {args.seed}")

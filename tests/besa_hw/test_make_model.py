@@ -6,6 +6,7 @@ tokenizer is read once per session (a few seconds). The 7B shape is only planned
 
 from __future__ import annotations
 
+import errno
 import json
 from collections import namedtuple
 from pathlib import Path
@@ -166,6 +167,17 @@ def test_interrupt_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_disk_full_while_writing_is_one_line(tmp_path, monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mk, "_write_tensor", full)
+    assert _make(tmp_path / "model") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("besa-hw make-model: error: --out") and "disk filled up" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def _user_folder(tmp: Path) -> str:
     (tmp / "mine").mkdir()
     (tmp / "mine" / "notes.txt").write_text("keep me")
@@ -206,3 +218,13 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
     assert "Traceback" not in captured.err + captured.out and len(lines) == 1, captured.err
     assert lines[0].startswith("besa-hw make-model: error: ") and culprit in lines[0], lines[0]
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_other_dtypes(dtype, tmp_path):
+    assert _make(tmp_path / "m", "--dtype", dtype) == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["dtype"] == config["torch_dtype"] == dtype
+    with safe_open(str(tmp_path / "m" / "model-00001-of-00001.safetensors"), "pt") as f:
+        weight = f.get_tensor("model.layers.1.mlp.up_proj.weight")
+    assert weight.dtype == getattr(torch, dtype) and weight.shape == (128, 64)
