@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "besa_hw.commands.sweep",
     "besa_hw.commands.compare",
     "besa_hw.commands.estimate",
+    "besa_hw.commands.make_model",
 )
 
 
