@@ -216,7 +216,10 @@ def check_fits(spec, cfg, calib, *, device: str, dtype: str, activations: str = 
         where = "device"
     if skip:
         return where
-    shape = shape_of(spec.source if spec.gguf_file is None else spec.model_id)
+    try:
+        shape = shape_of(spec.source if spec.gguf_file is None else spec.model_id)
+    except ValueError:  # not LLaMA-shaped: the loader names the architecture
+        shape = None
     if shape is None:
         logger.info("no memory estimate for %s (dimensions unknown before loading)", spec.model_id)
         return where
