@@ -1,6 +1,7 @@
 """The SimPy model of the accelerator executing one op's plan.
 
-1 time unit = 1 cycle; a fresh `simpy.Environment` per op.  A loader streams
+1 time unit = 1 cycle; a fresh `simpy.Environment` per op.  After the op's fixed
+overhead (``op_overhead_us``: a GPU kernel's launch, ramp-up and drain), a loader streams
 tiles from DRAM into free tile buffers (two with double buffering), the dense and
 sparse engines consume each tile concurrently and synchronise at its end, and a
 writer sends the outputs back over the same DRAM channel, so memory stalls,
@@ -32,7 +33,7 @@ class SimResult:
     sparse_engine_cycles: int  # busy cycles of the sparse engine
     compute_cycles: int  # cycles in which a tile was being computed
     memory_cycles: int  # cycles the DRAM channel was busy
-    stall_cycles: int  # total - compute: waiting for data, pipeline fill and drain
+    stall_cycles: int  # total - compute: the op's fixed overhead, waiting for data, pipeline fill and drain
 
 
 def _whole(cycles: float) -> int:
@@ -61,7 +62,7 @@ class Accelerator:
         ready = simpy.Store(env)  # filled tile buffers, in order
         loads = [dram.cycles(b) for b in plan.load_bytes]
         writes = [dram.cycles(b) for b in plan.write_bytes]
-        env.process(self._loader(env, dram, free, ready, loads))
+        env.process(self._loader(env, dram, free, ready, loads, self.hw.op_overhead_cycles))
         compute = env.process(self._compute(env, dram, free, ready, dense, sparse, plan.step_cycles, writes))
         env.run()
         total, busy = _whole(env.now), _whole(compute.value)
@@ -69,7 +70,10 @@ class Accelerator:
                          _whole(dram.busy_cycles), max(0, total - busy))
 
     @staticmethod
-    def _loader(env, dram: DramChannel, free: simpy.Store, ready: simpy.Store, loads: list[int]):
+    def _loader(env, dram: DramChannel, free: simpy.Store, ready: simpy.Store, loads: list[int],
+                overhead: float):
+        if overhead > 0:
+            yield env.timeout(overhead)  # nothing moves or computes before the op has started
         for step, cycles in enumerate(loads):
             buf = yield free.get()
             yield from dram.transfer(cycles)

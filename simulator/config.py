@@ -87,6 +87,9 @@ class HardwareConfig:
     dram_gbps: float = 76.8
     # Fraction of dram_gbps that streaming actually achieves (a GPU's GEMV reaches ~90%, not 100%).
     dram_efficiency: float = 1.0
+    # Fixed time every op costs besides its data and its MACs: on a GPU each op is a kernel, whose
+    # launch, ramp-up and drain the next one waits for. 0: a controller streams op into op.
+    op_overhead_us: float = 0.0
     weight_bits: int = 8
     act_bits: int = 8
     index_bits: int = 16
@@ -122,7 +125,7 @@ class HardwareConfig:
                 halves = " (half of it per buffer with double_buffer)" if kind in ("weight", "index") else ""
                 raise ValueError(f"hardware: {kind}_sram_kib = {getattr(self, f'{kind}_sram_kib')!r} is smaller "
                                  f"than one byte{halves}")
-        for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte", "static_mw"):
+        for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte", "static_mw", "op_overhead_us"):
             value = getattr(self, f)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"hardware: {f} must be a finite number >= 0, got {value!r}")
@@ -172,6 +175,10 @@ class HardwareConfig:
         kib = getattr(self, f"{kind}_sram_kib")
         halves = 2 if self.double_buffer and kind in ("weight", "index") else 1
         return int(kib * 1024) // halves
+
+    @property
+    def op_overhead_cycles(self) -> float:
+        return self.op_overhead_us * self.freq_mhz
 
     def cycles_to_us(self, cycles: float) -> float:
         return cycles / self.freq_mhz

@@ -39,6 +39,7 @@ def test_overrides_are_typed_and_checked():
     ("column_split", "half", "column_split must be one of"),
     ("dense_pe_fraction", 1.0, "dense_pe_fraction"),
     ("sparse_cycles_per_nnz", 0.5, "sparse_cycles_per_nnz"),
+    ("op_overhead_us", -1.0, "op_overhead_us must be a finite number >= 0"),
 ])
 def test_invalid_values_raise_actionable_errors(field, value, msg):
     with pytest.raises(ValueError, match=msg):

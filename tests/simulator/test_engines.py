@@ -162,15 +162,33 @@ def test_all_ones_masks_give_exactly_one_on_every_preset(preset, phase_tokens, c
     assert sum(r.dense_cycles for r in results) == sum(r.sparse_cycles for r in results)
 
 
-@pytest.mark.parametrize("seed", [0, 2])
-def test_paper_preset_reproduces_the_authors_simulator(seed):
-    """4096x4096 at 50% uniform random, one token, compute only: the authors' rules give ~1.31x
-    (columns strictly denser than 0.5 dense, PE columns split by work, dense share rounded down)."""
+@pytest.mark.parametrize("seed,speedup", [(0, 1.324), (1, 1.339), (2, 1.318)])
+def test_paper_preset_follows_the_authors_rules_by_hand(seed, speedup):
+    """4096x4096 at 50% uniform random, one token, compute only: columns strictly denser than 0.5
+    dense, PE columns split by work with the dense share rounded down, nonzeros spread evenly. The
+    count of dense columns is Binomial(4096, 0.494) (std 32), hence the spread between masks."""
     mask = np.random.default_rng(seed).random((4096, 4096)) >= 0.5
     res = Simulator(load_hardware("besa-paper"), compute_only=True).run_op(op_with(mask))
-    assert res.speedup == pytest.approx(1.31, abs=0.02)
+    assert res.speedup == pytest.approx(speedup, abs=5e-4)
     cols = int((mask.mean(axis=0) > 0.5).sum())
     sparse_nnz = int(mask.sum()) - int(np.sort(mask.sum(axis=0))[::-1][:cols].sum())
     dense_cols_of_array = int(64 * cols * 4096 / (cols * 4096 + sparse_nnz))
     expected = max(cols * 4096 / (dense_cols_of_array * 64), sparse_nnz / ((64 - dense_cols_of_array) * 64))
     assert res.sparse_cycles == int(np.ceil(expected))  # the rule by hand
+
+
+def test_paper_preset_gives_1_31_over_random_masks():
+    """The issue's 1.31x +- 0.02 is the authors' rules' mean over random 50% masks (1.328x); single
+    masks spread with std 0.012 (about half fall outside). Here cycles are summed over LLaMA-7B's 128
+    attention projections for 3 seeds, as the authors average a projection's cycles over blocks."""
+    from simulator import get_shape
+    from simulator.synthetic import AllocationProfile, synthetic_ops
+
+    sim = Simulator(load_hardware("besa-paper"), compute_only=True)
+    results = [r for seed in range(3) for r in sim.run(
+        op for op in synthetic_ops(get_shape("llama-7b"), 1, AllocationProfile(0.5, seed=seed), linear_only=True)
+        if op.op in ("q_proj", "k_proj", "v_proj", "o_proj"))]
+    assert len(results) == 384
+    speedup = sum(r.dense_cycles for r in results) / sum(r.sparse_cycles for r in results)
+    assert speedup == pytest.approx(1.31, abs=0.02)
+    assert 0.008 < np.std([r.speedup for r in results]) < 0.016

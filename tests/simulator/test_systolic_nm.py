@@ -79,7 +79,9 @@ def test_macko_bytes_by_hand():
 
 def test_gpu_preset_against_the_macko_measurement():
     """Llama-2-7B fp16 decode, batch 1, on an RTX 4090 (MACKO's README): dense 66.53 tokens/s,
-    50% 98.60 tokens/s (1.48x). The preset is bandwidth-faithful (90% of 1008 GB/s assumed)."""
+    50% 98.60 tokens/s (1.48x). The preset is bandwidth-faithful (90% of 1008 GB/s assumed) and
+    charges every op (kernel) 0.875 us of fixed overhead (CUDA.jl's CUDA-graph figure); neither
+    number is fitted to these measurements. The issue's targets: 10% and 5%."""
     from besa_hw.pipeline import WorkloadSpec, build_ops, simulate
     from simulator import step_metrics
 
@@ -88,7 +90,7 @@ def test_gpu_preset_against_the_macko_measurement():
     _, summary = simulate(build_ops(spec), hw)
     m = step_metrics(summary, hw, 1)
     assert m["dense_tokens_per_s"] == pytest.approx(66.53, rel=0.10)
-    assert m["speedup_e2e"] == pytest.approx(1.48, rel=0.08)  # measured gap: +6.5% (see README)
+    assert m["speedup_e2e"] == pytest.approx(1.48, rel=0.05)  # simulated 1.549x: +4.7% (see README)
 
 
 def test_quantized_bitmap_tile_bytes_by_hand():

@@ -91,6 +91,21 @@ def test_simpy_equals_closed_form_without_contention(hw, double_buffer):
     assert res.sparse_engine_cycles == int(np.ceil(plan.sparse_cycles.sum() - 1e-6))
 
 
+@pytest.mark.parametrize("compute_only", [True, False])
+def test_op_overhead_adds_the_same_cycles_to_every_op(hw, compute_only):
+    """2 us of fixed overhead per op at 500 MHz: exactly 1000 more cycles, sparse and dense alike, on a
+    matmul and on a vector op; nothing moves or computes meanwhile (they show as stall cycles)."""
+    mask = np.random.default_rng(3).random((300, 400)) >= 0.5
+    ops = [LayerOp(0, "q_proj", 300, 400, 2, lambda: mask),
+           LayerOp(0, "input_norm", 400, 400, 2, kind="vector", ops_per_element=4.0)]
+    base = Simulator(hw, compute_only=compute_only).run(ops)
+    slow = Simulator(apply_overrides(hw, {"op_overhead_us": 2.0}), compute_only=compute_only).run(ops)
+    for b, s in zip(base, slow):
+        assert (s.sparse_cycles - b.sparse_cycles, s.dense_cycles - b.dense_cycles) == (1000, 1000)
+        assert (s.compute_cycles, s.memory_cycles) == (b.compute_cycles, b.memory_cycles)
+        assert s.stall_cycles == b.stall_cycles + 1000
+
+
 def test_attention_repeats_per_kv_head_and_halves_causal_work(hw):
     full = plan_op(2048, 128, 2048, hw, 128, None, repeat=8)
     causal = plan_op(2048, 128, 2048, hw, 128, None, repeat=8, causal=True)
