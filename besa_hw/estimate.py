@@ -5,26 +5,30 @@ docs in the README, "Estimating a prune"); no torch is imported. Per block (P we
 Linears), N calibration segments of T tokens, hidden size H, intermediate size I, d bytes per
 element of the compute dtype:
 
+Held throughout a block:
+
 * runtime: the Python process with torch and transformers loaded (measured, ``RUNTIME_GB``) or,
-  on a GPU, the CUDA context (``CUDA_CONTEXT_GB``);
+  on a GPU, the CUDA context (``CUDA_CONTEXT_GB``, assumed);
 * block weights: P*d (streamed) or the whole model (loaded whole);
-* activations: the pruned stream, in and out of a block forward: 2*N*T*H*d (BESA with a dense
-  target trains on ``besa_samples`` of the N segments, Ns, so it is (Ns + ...));
-* dense stream (BESA's target): the dense block's inputs and outputs, 2*N*T*H*d, while the
-  pruned stream holds Ns*T*H*d;
-* method state: BESA's ranks and candidate buckets (int16 + int32: 6 bytes per weight), its
-  straight-through masked weights (4 bytes per weight) and their gradients for the largest
-  Linear; Wanda/magnitude scores and sort buffers for the largest Linear (20 bytes per weight);
-  SparseGPT's Hessians (fp32, one per distinct input) and OBS buffers for the largest Linear;
-* optimizer state: Prodigy's six float32 buffers per allocation logit (rows x candidates);
-* forward transients: one chunk of ``forward_batch`` (BESA: ``besa_batch``, with autograd)
-  segments through the block: MLP and attention intermediates;
-* masks: the block's bool masks (P bytes) while they are written out.
+* activations: the pruned stream, input and output of a block forward: 2*Ns*T*H*d (BESA with a
+  dense target propagates only ``besa_samples`` = Ns of the N segments; otherwise Ns = N);
+* dense stream (BESA's target): the dense block's inputs and outputs, 2*N*T*H*d;
+* hessians (SparseGPT, OBS quantization, BESA reconstruction): X^T X per distinct input, fp32;
+* besa ranks: int16 ranks and int32 candidate buckets, 6 bytes per weight;
+* optimizer state: Prodigy's six float32 buffers per allocation logit (rows x candidates).
+
+Plus the largest transient of the phases of a block: a forward of ``forward_batch`` segments
+(MLP and attention intermediates); scoring (score, argsort and ranks of the largest Linear,
+20 bytes per weight); OBS (two Cholesky-sized matrices and the weight copy); BESA training (the
+masked weights P*d held by the forward, the straight-through mask of the largest Linear, and one
+segment's autograd activations).
 
 Time: forward FLOPs of the block (2*P*T per segment, plus attention's 4*T^2*H) times the number of
-forward-equivalent passes of the method, divided by the device's sustained throughput. The
-throughputs are ``DEVICES``' entries: this CPU's measured by ``bench/prune_scale.py``, the GPUs'
-stated as assumptions (a fraction of the datasheet's dense bf16 peak).
+forward-equivalent passes of the method (Wanda 2N: the dense pass and the pruned stream; BESA
+2N or 3N plus 3 per training segment: forward and backward; SparseGPT 2N plus its OBS loop,
+2*out*in^2 FLOPs per Linear at ``OBS_EFFICIENCY``), divided by the device's sustained
+throughput. The throughputs are ``DEVICES``' entries: this CPU's measured by
+``bench/prune_scale.py``, the GPUs' stated as assumptions (a fraction of the datasheet's bf16 peak).
 """
 
 from __future__ import annotations
@@ -38,9 +42,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 GB = 1e9
-RUNTIME_GB = 0.75      # measured RSS of `besa-hw prune` before the first block (torch 2.13 CPU, transformers 5)
+RUNTIME_GB = 0.6       # measured peak RSS of `besa-hw prune` on a tiny model (torch 2.13 CPU, transformers 5)
 CUDA_CONTEXT_GB = 0.6  # CUDA context and kernels on the device (typical for torch 2.x; an assumption)
-LAUNCH_GB = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,17 @@ class Device:
 
 
 DEVICES: dict[str, Device] = {d.name: d for d in (
-    Device("cpu", None, 0.20, "this machine's CPU; 0.20 TFLOP/s sustained fp32 by prune_scale.py's Wanda forwards"),
+    Device("cpu", None, 0.146, "this machine (2 threads): 0.146 TFLOP/s sustained fp32, measured by "
+           "bench/prune_scale.py from Wanda's block forwards on LLaMA-7B shapes"),
     Device("a100-80gb", 80.0, 150.0, "A100 SXM 80 GB: 312 TFLOP/s bf16 peak, 48% sustained (assumed)"),
     Device("a100-40gb", 40.0, 150.0, "A100 40 GB: as a100-80gb"),
     Device("h100-80gb", 80.0, 400.0, "H100 SXM 80 GB: 989 TFLOP/s bf16 peak, 40% sustained (assumed)"),
     Device("h200-141gb", 141.0, 400.0, "H200 141 GB: as h100-80gb"),
     Device("rtx4090", 24.0, 80.0, "RTX 4090 24 GB: 165 TFLOP/s bf16 peak, 48% sustained (assumed)"),
 )}
+#: SparseGPT's OBS loop (column by column) runs at this fraction of the forward throughput:
+#: 0.45 measured on this CPU (bench/prune_scale.py: SparseGPT's time less Wanda's, over its FLOPs).
+OBS_EFFICIENCY = 0.45
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 PRODIGY_BUFFERS = 6  # param, grad, exp_avg, exp_avg_sq, s, p0 (float32)
 
@@ -136,69 +143,67 @@ def available_bytes(device: str) -> float | None:
 
 def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", streamed: bool = True,
              activations: str = "device", blocks: int | None = None) -> Estimate:
-    """Peak memory and time of pruning ``shape`` with ``cfg`` (a PruneConfig) on ``calib`` data."""
+    """Peak memory and time of pruning ``shape`` with ``cfg`` (a PruneConfig) on ``calib`` data.
+
+    Peak = what is held throughout a block (runtime, weights, activations, method and optimizer
+    state) + the largest transient of the block's phases (forwards, scoring, OBS, BESA training).
+    """
     d = DTYPE_BYTES[dtype]
     ops = shape.op_shapes()
     P = sum(o * i for o, i in ops.values())
     largest = max(o * i for o, i in ops.values())
     H, I, T, N = shape.hidden_size, shape.intermediate_size, calib.seqlen, calib.nsamples
-    heads = shape.num_attention_heads
-    gpu = device not in ("cpu",) and not device.startswith("cpu")
+    heads, q = shape.num_attention_heads, shape.num_attention_heads * shape.head_dim
+    gpu = not device.startswith("cpu")
     method, besa = cfg.method, cfg.method == "besa"
     dense_target = besa and cfg.besa_target == "dense"
-    hessian = method == "sparsegpt" or cfg.wbits is not None and cfg.quant_method == "obs" or (
+    hessian = method == "sparsegpt" or (cfg.wbits is not None and cfg.quant_method == "obs") or (
         besa and (cfg.besa_reconstruct or cfg.besa_importance == "sparsegpt"))
     ns = min(N, cfg.besa_samples) if dense_target and not hessian and cfg.besa_samples else N
     seg = T * H * d  # one segment's hidden states
-    c: dict[str, float] = {}
-    c["runtime"] = CUDA_CONTEXT_GB * GB if gpu else RUNTIME_GB * GB
+    c: dict[str, float] = {"runtime": (CUDA_CONTEXT_GB if gpu else RUNTIME_GB) * GB}
     embed = shape.vocab_size * H * d
-    if streamed:
-        c["block weights"] = P * d
-    else:
-        c["model weights"] = (P * shape.num_hidden_layers + embed * 2) * d / d * 4  # loaded whole: fp32
+    c["block weights"] = P * d if streamed else (P * shape.num_hidden_layers + 2 * embed) * d
     data = method != "magnitude"
-    if data:
-        c["activations"] = ((ns + ns) if not dense_target else ns) * seg
+    if data:  # a block forward holds its input and output stream
+        c["activations"] = 2 * ns * seg
         if dense_target:
             c["dense stream"] = 2 * N * seg
+    if hessian:  # X^T X per distinct input (q/k/v, o, gate/up, down), fp32
+        c["hessians"] = 4 * (2 * H * H + q * q + I * I)
     if besa:
-        c["method state"] = 6 * P + 4 * P + (d + 12) * largest
+        c["besa ranks"] = 6 * P  # int16 ranks + int32 candidate buckets
         rows = sum(o for o, _ in ops.values()) if cfg.besa_allocation == "row" else len(ops)
         c["optimizer state"] = rows * (round(1 / cfg.besa_step) + 1) * 4 * PRODIGY_BUFFERS
-        batch = cfg.besa_batch
-        c["forward transient"] = batch * T * (12 * H + 5 * I) * 4 + batch * heads * T * T * 4 * 3
-    else:
-        c["method state"] = 20 * largest
-        batch = cfg.forward_batch
-        c["forward transient"] = min(batch, N) * T * (4 * H + 3 * I) * d + min(batch, N) * heads * T * T * d * 2
+    # transients, one phase at a time
+    chunk = min(cfg.forward_batch, N)
+    phases = {"forward": chunk * T * (4 * H + 3 * I) * d + chunk * heads * T * T * d
+              + (chunk * T * I * 4 + 4 * I * I if hessian else 0)}
+    if method in ("wanda", "magnitude") or (besa and not hessian):
+        phases["scoring"] = (4 + 8 + 8) * largest  # score, argsort, ranks of the largest Linear
     if hessian:
-        q = shape.num_attention_heads * shape.head_dim
-        c["method state"] += 4 * (2 * H * H + q * q + I * I) + 3 * 4 * I * I + 4 * largest
-    c["masks"] = P
-    if data and not streamed:
-        pass
+        phases["obs"] = 2 * 4 * I * I + 2 * 4 * largest  # Cholesky steps + the weight copy
+    if besa:
+        per_sample = cfg.besa_batch * (T * (12 * H + 5 * I) * 4 + heads * T * T * 4 * 3)
+        phases["besa training"] = d * P + (4 * 3 + d) * largest + per_sample  # masked weights, STE, grads
+    phase = max(phases, key=phases.get)
+    c[f"transient ({phase})"] = phases[phase]
     notes = []
     if data and activations == "cpu" and gpu:
         moved = c.pop("activations") + c.pop("dense stream", 0.0)
-        notes.append(f"activations on the CPU: {moved / GB:.2f} GB of host RAM, not counted above")
-    if data and streamed and embed > c.get("block weights", 0):
-        notes.append(f"the token embedding ({embed / GB:.2f} GB) is materialised only while block 0's inputs "
-                     "are captured, before any block")
+        notes.append(f"activations in CPU RAM: {moved / GB:.2f} GB of host memory, not counted above")
+    if data and streamed and embed > c["block weights"]:
+        notes.append(f"the token embedding ({embed / GB:.2f} GB) is held only while block 0's inputs are "
+                     "captured, before any block")
     # time: forward-equivalent passes of the block over the calibration segments
     fwd = 2 * P * T + 4 * T * T * H  # FLOPs of one segment through one block
-    passes = {"magnitude": 0.0, "wanda": 2 * N, "sparsegpt": 3 * N}.get(method)
+    passes = {"magnitude": 0.0, "wanda": 2.0 * N, "sparsegpt": 2.0 * N}.get(method, 0.0)
     if besa:
         passes = N * (2 + (1 if dense_target else 0)) + 3 * cfg.besa_epochs * ns
-    obs = 0.0
-    if hessian:
-        obs = sum(2 * o * i * i for o, i in ops.values()) / max(cfg.sparsegpt_blocksize, 1) * 4
-    dev = DEVICES.get(device if device in DEVICES else ("cpu" if not gpu else "a100-80gb"))
+    obs = sum(o * i * i for o, i in ops.values()) * 2 / OBS_EFFICIENCY if hessian else 0.0
+    dev = DEVICES.get(device) or DEVICES["cpu" if not gpu else "a100-80gb"]
     seconds = (passes * fwd + obs) / (dev.tflops * 1e12)
-    if not gpu:
-        capacity = available_bytes("cpu") if device == "cpu" else None
-    else:
-        capacity = available_bytes(device)
+    capacity = available_bytes("cpu") if device == "cpu" else available_bytes(device)
     return Estimate(c, seconds, blocks or shape.num_hidden_layers, device, capacity, tuple(notes))
 
 
@@ -244,7 +249,3 @@ def check_fits(spec, cfg, calib, *, device: str, dtype: str, activations: str = 
     logger.info("estimated peak %.2f GB of %s", est.peak / GB, "?" if est.capacity is None else
                 f"{est.capacity / GB:.1f} GB available")
     return where
-
-
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -101,23 +101,32 @@ class AllocationLearner(nn.Module):
         return s.expand(la.weight.shape[0])
 
     def masked_weights(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Hard-masked weights with straight-through soft-mask gradients, and the block's expected sparsity."""
-        masks, pruned = {}, 0.0
+        """Hard-masked weights with straight-through soft-mask gradients, and the block's expected sparsity.
+
+        The float soft masks are built one Linear at a time, right before their product, so only
+        the masked weights (held by the forward) add up over the block, not the masks as well.
+        """
+        probs, hards, pruned = {}, {}, 0.0
         for la in self.layers:
             p = self.probs(la)
             rows, cols = la.weight.shape
-            soft = torch.cumsum(p, dim=1).expand(rows, -1).gather(1, la.bucket)  # keep-probability (out, in)
             s = (p @ self.cands).expand(rows)
-            hard = la.ranks >= torch.round(s.detach() * cols).to(la.ranks.dtype).unsqueeze(1)
-            ste = hard.to(soft.dtype) + soft - soft.detach()  # float32, like the logits
-            masks[la.param_name] = (hard, ste.to(la.weight.dtype))  # no-op for float32 weights
+            hards[la.param_name] = la.ranks >= torch.round(s.detach() * cols).to(la.ranks.dtype).unsqueeze(1)
+            probs[la.param_name] = p
             pruned = pruned + s.sum() * cols
         weights = {la.param_name: la.weight for la in self.layers}
         if self.clip is not None:
             # Quantizing then masking equals masking then quantizing (a pruned 0 quantizes to exactly 0)
             # and lets the range come from the kept weights without differentiating through it.
-            weights = self.clip.forward_all(weights, {n: hard for n, (hard, _) in masks.items()})
-        return {n: w * masks[n][1] for n, w in weights.items()}, pruned / self.total
+            weights = self.clip.forward_all(weights, hards)
+        out = {}
+        for la in self.layers:
+            name, rows = la.param_name, la.weight.shape[0]
+            soft = torch.cumsum(probs[name], dim=1).expand(rows, -1).gather(1, la.bucket)  # keep-probability
+            ste = hards.pop(name).to(soft.dtype) + soft - soft.detach()  # float32, like the logits
+            del soft
+            out[name] = weights.pop(name) * ste.to(la.weight.dtype)  # the cast is a no-op for float32
+        return out, pruned / self.total
 
     def allocation_parameters(self) -> list[nn.Parameter]:
         return [la.logits for la in self.layers]

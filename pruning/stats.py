@@ -28,9 +28,12 @@ class InputStats:
     sq_sum: torch.Tensor | None = None
     xtx: torch.Tensor | None = None
     finite: bool = field(default=True)
+    normalised: bool = False  # xtx already divided by n_tokens (see ``hessian``)
 
     def add(self, x: torch.Tensor) -> None:
         """Accumulate a batch of inputs (..., in)."""
+        if self.normalised:
+            raise RuntimeError("inputs added after the Hessian was read")
         x = x.detach().reshape(-1, self.in_features).float()
         if not torch.isfinite(x).all():
             self.finite = False
@@ -48,9 +51,14 @@ class InputStats:
 
     @property
     def hessian(self) -> torch.Tensor:
+        """X^T X / tokens, normalised in place on first use (no second (in, in) copy): read it only
+        once collection is over. Callers must not modify it."""
         if self.xtx is None:
             raise RuntimeError("Hessian was not collected for this layer")
-        return self.xtx / max(self.n_tokens, 1)
+        if not self.normalised:
+            self.xtx.div_(max(self.n_tokens, 1))
+            self.normalised = True
+        return self.xtx
 
 
 @contextmanager
