@@ -14,14 +14,14 @@ Held throughout a block:
   dense target propagates only ``besa_samples`` = Ns of the N segments; otherwise Ns = N);
 * dense stream (BESA's target): the dense block's inputs and outputs, 2*N*T*H*d;
 * hessians (SparseGPT, OBS quantization, BESA reconstruction): X^T X per distinct input, fp32;
-* besa ranks: int16 ranks and int32 candidate buckets, 6 bytes per weight;
+* besa ranks: int16 ranks, 2 bytes per weight;
 * optimizer state: Prodigy's six float32 buffers per allocation logit (rows x candidates).
 
 Plus the largest transient of the phases of a block: a forward of ``forward_batch`` segments
 (MLP and attention intermediates); scoring (score, argsort and ranks of the largest Linear,
 20 bytes per weight); OBS (two Cholesky-sized matrices and the weight copy); BESA training (the
-masked weights P*d held by the forward, the straight-through mask of the largest Linear, and one
-segment's autograd activations).
+masked weights P*d held by the forward, the weight gradient of the largest Linear and its
+product with the weight, and one segment's autograd activations).
 
 Time: forward FLOPs of the block (2*P*T per segment, plus attention's 4*T^2*H) times the number of
 forward-equivalent passes of the method (Wanda 2N: the dense pass and the pruned stream; BESA
@@ -172,7 +172,7 @@ def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", 
     if hessian:  # X^T X per distinct input (q/k/v, o, gate/up, down), fp32
         c["hessians"] = 4 * (2 * H * H + q * q + I * I)
     if besa:
-        c["besa ranks"] = 6 * P  # int16 ranks + int32 candidate buckets
+        c["besa ranks"] = 2 * P  # int16 ranks (candidate buckets are recomputed from them)
         rows = sum(o for o, _ in ops.values()) if cfg.besa_allocation == "row" else len(ops)
         c["optimizer state"] = rows * (round(1 / cfg.besa_step) + 1) * 4 * PRODIGY_BUFFERS
     # transients, one phase at a time
@@ -185,7 +185,8 @@ def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", 
         phases["obs"] = 2 * 4 * I * I + 2 * 4 * largest  # Cholesky steps + the weight copy
     if besa:
         per_sample = cfg.besa_batch * (T * (12 * H + 5 * I) * 4 + heads * T * T * 4 * 3)
-        phases["besa training"] = d * P + (4 * 3 + d) * largest + per_sample  # masked weights, STE, grads
+        # masked weights held by the forward, one Linear's weight gradient and its product with the weight
+        phases["besa training"] = d * P + 2 * d * largest + per_sample
     phase = max(phases, key=phases.get)
     c[f"transient ({phase})"] = phases[phase]
     notes = []

@@ -22,13 +22,16 @@ logits (each parameter set with its own optimizer).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn import functional as F
 
 from pruning.masks import row_ranks
 
@@ -42,7 +45,7 @@ class _LayerAlloc:
     param_name: str          # e.g. "self_attn.q_proj.weight" relative to the block
     weight: torch.Tensor     # (out, in), frozen
     ranks: torch.Tensor      # (out, in) int16 (int32 past 32767 inputs), 0 = least important in its row
-    bucket: torch.Tensor     # (out, in) int32, last candidate index that keeps the weight
+    kmax: torch.Tensor       # (in,) int64: for rank j, the last candidate index that keeps the weight
     logits: nn.Parameter     # (out or 1, K+1)
 
 
@@ -52,12 +55,65 @@ def candidate_grid(step: float) -> torch.Tensor:
     return torch.arange(n + 1, dtype=torch.float64) / n
 
 
-def _buckets(ranks: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-    """For each weight, the largest candidate index k with round(c_k * in) <= rank."""
-    cols = ranks.shape[1]
-    thresholds = torch.round(cands * cols).long().to(ranks.device)  # (K+1,)
-    kmax = torch.searchsorted(thresholds, torch.arange(cols, device=ranks.device), right=True) - 1
-    return kmax[ranks]
+def _last_keeping_candidate(cols: int, cands: torch.Tensor, device) -> torch.Tensor:
+    """For each rank j in 0..cols-1, the largest candidate index k with round(c_k * cols) <= j."""
+    thresholds = torch.round(cands * cols).long().to(device)  # (K+1,)
+    return torch.searchsorted(thresholds, torch.arange(cols, device=device), right=True) - 1
+
+
+_CHUNK = 1 << 22  # weights per row chunk of the straight-through mask (16 MB of float32)
+
+
+def _row_chunks(rows: int, cols: int) -> list[tuple[int, int]]:
+    step = max(1, _CHUNK // max(cols, 1))
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """``weight * (hard + soft - soft.detach())`` with ``soft = cumsum(p)[bucket(rank)]``, row chunk
+    by row chunk, and nothing of the weight's size saved for backward.
+
+    The plain autograd graph of that expression keeps an int64 bucket index per weight (8 bytes;
+    a LLaMA-7B block has 202M weights) and builds several float masks of the weight's size. Here
+    the bucket is recomputed from the int16 ranks per chunk, in forward and in backward. The
+    arithmetic is the same operations in the same order as autograd's (gather's backward is a
+    scatter-add into zeros; an expanded row is summed), so the result is bit for bit the same.
+    """
+
+    @staticmethod
+    def forward(ctx, cum: torch.Tensor, weight: torch.Tensor, hard: torch.Tensor, ranks: torch.Tensor,
+                kmax: torch.Tensor) -> torch.Tensor:
+        rows, cols = weight.shape
+        out = torch.empty_like(weight)
+        for r0, r1 in _row_chunks(rows, cols):
+            out[r0:r1] = weight[r0:r1] * _ste(cum, hard, ranks, kmax, r0, r1).to(weight.dtype)
+        ctx.save_for_backward(cum, weight, hard if ctx.needs_input_grad[1] else None, ranks, kmax)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        cum, weight, hard, ranks, kmax = ctx.saved_tensors
+        rows, cols = weight.shape
+        grad_cum = grad_w = None
+        if ctx.needs_input_grad[0]:
+            full = torch.zeros((rows, cum.shape[1]), dtype=cum.dtype, device=cum.device)
+            for r0, r1 in _row_chunks(rows, cols):
+                g = (grad_out[r0:r1] * weight[r0:r1]).to(cum.dtype)
+                full[r0:r1].scatter_add_(1, kmax[ranks[r0:r1].long()], g)
+            grad_cum = full if cum.shape[0] == rows else full.sum(0, keepdim=True)
+        if ctx.needs_input_grad[1]:  # weights fake-quantized by learnable clipping
+            grad_w = torch.empty_like(grad_out)
+            for r0, r1 in _row_chunks(rows, cols):
+                grad_w[r0:r1] = grad_out[r0:r1] * _ste(cum, hard, ranks, kmax, r0, r1).to(weight.dtype)
+        return grad_cum, grad_w, None, None, None
+
+
+def _ste(cum: torch.Tensor, hard: torch.Tensor, ranks: torch.Tensor, kmax: torch.Tensor,
+         r0: int, r1: int) -> torch.Tensor:
+    """Rows r0:r1 of hard + soft - soft (float32; the value of the straight-through mask)."""
+    c = cum.expand(ranks.shape[0], -1)[r0:r1]
+    soft = c.gather(1, kmax[ranks[r0:r1].long()])
+    return hard[r0:r1].to(soft.dtype) + soft - soft
 
 
 def _init_logits(rows: int, cands: torch.Tensor, target: float, width: float) -> torch.Tensor:
@@ -80,14 +136,14 @@ class AllocationLearner(nn.Module):
         dev = next(iter(named_weights.values())).device
         self.cands = self.cands.to(dev)
         for i, (name, w) in enumerate(named_weights.items()):
+            # Ranks as int16 (2 bytes per weight instead of 8: a LLaMA-7B block has 202M weights).
             ranks = row_ranks(scores[name])
-            bucket = _buckets(ranks, self.cands.double()).to(torch.int32)
-            # Compact index dtypes: 6 bytes per weight instead of 16 (a LLaMA-7B block has 202M weights).
             ranks = ranks.to(torch.int16 if w.shape[1] <= torch.iinfo(torch.int16).max else torch.int32)
+            kmax = _last_keeping_candidate(w.shape[1], self.cands.double(), dev)
             rows = w.shape[0] if allocation == "row" else 1
             logits = nn.Parameter(_init_logits(rows, self.cands.double(), target, init_width).to(dev))
             self.register_parameter(f"logits_{i}", logits)
-            self.layers.append(_LayerAlloc(name, w.detach(), ranks, bucket, logits))
+            self.layers.append(_LayerAlloc(name, w.detach(), ranks, kmax, logits))
         self.total = sum(la.weight.numel() for la in self.layers)
 
     def probs(self, la: _LayerAlloc) -> torch.Tensor:
@@ -100,11 +156,13 @@ class AllocationLearner(nn.Module):
         s = self.probs(la) @ self.cands
         return s.expand(la.weight.shape[0])
 
-    def masked_weights(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Hard-masked weights with straight-through soft-mask gradients, and the block's expected sparsity.
+    def weight_makers(self) -> tuple[dict[str, Callable[[], torch.Tensor]], torch.Tensor]:
+        """Per Linear, a function giving its hard-masked weight with straight-through soft-mask
+        gradients; and the block's expected sparsity.
 
-        The float soft masks are built one Linear at a time, right before their product, so only
-        the masked weights (held by the forward) add up over the block, not the masks as well.
+        The masked weights are made when each Linear runs (:func:`learn_allocation` patches the
+        Linears), so in backward each mask's gradient is reduced to its logits right after its
+        Linear's, instead of every Linear's weight gradient waiting for the masks made first.
         """
         probs, hards, pruned = {}, {}, 0.0
         for la in self.layers:
@@ -119,14 +177,18 @@ class AllocationLearner(nn.Module):
             # Quantizing then masking equals masking then quantizing (a pruned 0 quantizes to exactly 0)
             # and lets the range come from the kept weights without differentiating through it.
             weights = self.clip.forward_all(weights, hards)
-        out = {}
-        for la in self.layers:
-            name, rows = la.param_name, la.weight.shape[0]
-            soft = torch.cumsum(probs[name], dim=1).expand(rows, -1).gather(1, la.bucket)  # keep-probability
-            ste = hards.pop(name).to(soft.dtype) + soft - soft.detach()  # float32, like the logits
-            del soft
-            out[name] = weights.pop(name) * ste.to(la.weight.dtype)  # the cast is a no-op for float32
-        return out, pruned / self.total
+
+        def maker(la: _LayerAlloc) -> Callable[[], torch.Tensor]:
+            name = la.param_name  # keep-probability of a weight: cumsum(p) at its bucket (see class docs)
+            return lambda: _StraightThroughMask.apply(torch.cumsum(probs[name], dim=1), weights[name],
+                                                      hards[name], la.ranks, la.kmax)
+
+        return {la.param_name: maker(la) for la in self.layers}, pruned / self.total
+
+    def masked_weights(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Every hard-masked weight at once (see :meth:`weight_makers`), and the expected sparsity."""
+        makers, s = self.weight_makers()
+        return {name: make() for name, make in makers.items()}, s
 
     def allocation_parameters(self) -> list[nn.Parameter]:
         return [la.logits for la in self.layers]
@@ -198,6 +260,21 @@ def _optimizers(learner: nn.Module, optimizer: str, lr: float, d_coef: float, ca
     return opts
 
 
+@contextlib.contextmanager
+def _weights_made_on_use(block: nn.Module, makers: dict[str, Callable[[], torch.Tensor]]) -> Iterator[None]:
+    """Run ``block``'s Linears with the weights ``makers[param name]()`` made when each one runs."""
+    patched = []
+    for name, make in makers.items():
+        lin = block.get_submodule(name.rsplit(".", 1)[0])
+        lin.forward = lambda x, lin=lin, make=make: F.linear(x, make(), lin.bias)
+        patched.append(lin)
+    try:
+        yield
+    finally:
+        for lin in patched:
+            del lin.forward  # the class's forward again
+
+
 def learn_allocation(block: nn.Module, learner: nn.Module, inputs: torch.Tensor,
                      targets: torch.Tensor, kwargs: dict, *, target: float | None, epochs: int, beta: float,
                      batch: int, optimizer: str, lr: float, d_coef: float, seed: int,
@@ -222,8 +299,13 @@ def learn_allocation(block: nn.Module, learner: nn.Module, inputs: torch.Tensor,
         order = torch.randperm(inputs.shape[0], generator=gen)[:samples]
         for j in range(0, len(order), batch):
             idx = order[j:j + batch].to(inputs.device)
-            weights, s = learner.masked_weights()
-            pred = functional_call(block, weights, (inputs[idx].to(device),), kwargs)
+            if hasattr(learner, "weight_makers"):
+                makers, s = learner.weight_makers()
+                with _weights_made_on_use(block, makers):
+                    pred = block(inputs[idx].to(device), **kwargs)
+            else:
+                weights, s = learner.masked_weights()
+                pred = functional_call(block, weights, (inputs[idx].to(device),), kwargs)
             pred = pred[0] if isinstance(pred, tuple) else pred
             loss = channel_normalised_mse(pred, targets[idx].to(device), denom)
             if s is not None:

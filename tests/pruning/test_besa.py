@@ -63,3 +63,36 @@ def test_besa_sigmoid_smoothing_limits_range():
         next(learner.parameters()).copy_(torch.where(candidate_grid(0.01) > 0.5, 1e3, -1e3).float())
     s = learner.row_sparsity(learner.layers[0])
     assert 0.6 < s.max().item() < 0.63
+
+
+@pytest.mark.parametrize("rows_of_logits", ["row", "layer"])
+@pytest.mark.parametrize("chunk", [1 << 22, 7])
+def test_straight_through_mask_matches_plain_autograd(monkeypatch, rows_of_logits, chunk):
+    """The memory-lean straight-through mask gives autograd's values and gradients bit for bit,
+    whole or in row chunks (hard + soft - soft.detach() with soft gathered from cumsum(p))."""
+    import pruning.besa as besa
+
+    monkeypatch.setattr(besa, "_CHUNK", chunk)
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 40, generator=gen)
+    cands = besa.candidate_grid(0.1)
+    ranks = torch.argsort(torch.argsort(torch.rand(6, 40, generator=gen), dim=1), dim=1)
+    kmax = besa._last_keeping_candidate(40, cands, "cpu")
+    logits = torch.randn(6 if rows_of_logits == "row" else 1, len(cands), generator=gen, requires_grad=True)
+    hard = ranks >= 17
+    up = torch.randn(6, 40, generator=gen)
+
+    def run(lean: bool):
+        logits.grad = None
+        cum = torch.cumsum(torch.softmax(logits, dim=1), dim=1)
+        if lean:
+            out = besa._StraightThroughMask.apply(cum, w, hard, ranks.to(torch.int16), kmax)
+        else:
+            soft = cum.expand(6, -1).gather(1, kmax[ranks])
+            out = w * (hard.float() + soft - soft.detach())
+        (out * up).sum().backward()
+        return out.detach(), logits.grad.clone()
+
+    (a, ga), (b, gb) = run(True), run(False)
+    assert torch.equal(a, b) and torch.equal(ga, gb)
+    assert ga.abs().sum() > 0  # the gradient reaches the logits
