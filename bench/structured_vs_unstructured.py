@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from besa_hw.pipeline import WorkloadSpec, build_ops, simulate  # noqa: E402
-from simulator import LayerOp, Simulator, apply_overrides, get_shape, load_hardware, step_metrics  # noqa: E402
+from simulator import LayerOp, Simulator, get_shape, load_hardware, step_metrics  # noqa: E402
 from simulator.synthetic import AllocationProfile, synthetic_ops  # noqa: E402
 
 MACKO = ((1.0, 66.53), (0.5, 98.60), (0.1, 255.01))  # density, measured tokens/s (MACKO's README)

@@ -12,7 +12,7 @@ from torch import nn
 
 from pruning.besa import AllocationLearner, learn_allocation
 from pruning.config import PruneConfig
-from pruning.masks import mask_from_row_counts, nm_mask, rowwise_mask
+from pruning.masks import nm_mask, rowwise_mask
 from pruning.metrics import magnitude_score, sparsegpt_diag_score, wanda_score
 from pruning.quantizers import make_clip, obs_quant, param_names
 from pruning.sparsegpt import sparsegpt_prune, sparsegpt_quant_prune

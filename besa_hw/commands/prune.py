@@ -46,6 +46,7 @@ def handle(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("float32" if device == "cpu" else "bfloat16")
     spec = resolve_model(args.model, args.gguf_file)
     check_context(spec, seqlen=calib.seqlen)
+    _check_blocks(args.blocks, spec)
     if cfg.method != "magnitude":
         check_source(calib.source)
     partial = partial_dir(args.out)
@@ -65,6 +66,20 @@ def handle(args: argparse.Namespace) -> int:
         raise
     print(f"wrote {args.out}")
     return 0
+
+
+def _check_blocks(blocks: int | None, spec) -> None:
+    """--blocks against the model's block count, before anything loads (when the config tells it)."""
+    from besa_hw.estimate import shape_of
+
+    if blocks is None:
+        return
+    try:
+        shape = shape_of(spec.source if spec.gguf_file is None else spec.model_id)
+    except ValueError:
+        return
+    if shape is not None and blocks > shape.num_hidden_layers:
+        raise ValueError(f"--blocks {blocks} exceeds the model's {shape.num_hidden_layers} blocks")
 
 
 def _activation_device(args: argparse.Namespace, spec, cfg, calib, device: str, dtype: str) -> str | None:

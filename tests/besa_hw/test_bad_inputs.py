@@ -471,7 +471,37 @@ COMPARE = [
          skip=_unwritable_proc),
 ]
 
-CASES = [("prune", c) for c in PRUNE] + [("run", c) for c in RUN] + [("eval", c) for c in EVAL] + \
+PRUNE += [
+    *[Case(f"blocks-{v}", lambda e, v=v: e.prune("--blocks", v), "--blocks") for v in ("0", "-2", "99")],
+    Case("dtype-unknown", lambda e: e.prune("--dtype", "int8"), "--dtype"),
+    Case("activations-unknown", lambda e: e.prune("--activations", "disk"), "--activations"),
+]
+
+
+def _estimate(*extra: str, model: str | None = None) -> list[str]:
+    return ["estimate", *(["--model", model] if model else ["--shape", "llama-7b"]), *extra]
+
+
+ESTIMATE = [
+    Case("shape-unknown", lambda e: ["estimate", "--shape", "gpt-5"], "gpt-5"),
+    Case("model-missing", lambda e: _estimate(model=e.path("nope")), "nope"),
+    Case("model-no-config", lambda e: _estimate(model=e.dir("bare")), "bare"),
+    Case("model-config-garbage", lambda e: _estimate(model=str(Path(e.file("m/config.json")).parent)), "config.json"),
+    Case("model-config-not-llama", lambda e: _estimate(model=str(Path(e.file("g/config.json", '{"n_embd": 8}')).parent)),
+         "config.json"),
+    Case("model-and-shape", lambda e: ["estimate", "--shape", "llama-7b", "--model", str(e.model)], "--model"),
+    Case("neither", lambda e: ["estimate"], "--model"),
+    Case("device-unknown", lambda e: _estimate("--device", "tpu-v9"), "tpu-v9"),
+    *[Case(f"nsamples-{v}", lambda e, v=v: _estimate("--nsamples", v), "nsamples") for v in ("0", "-1", "99999999")],
+    *[Case(f"seqlen-{v}", lambda e, v=v: _estimate("--seqlen", v), "seqlen") for v in ("1", "0")],
+    Case("nsamples-text", lambda e: _estimate("--nsamples", "many"), "--nsamples"),
+    Case("dtype-unknown", lambda e: _estimate("--dtype", "int4"), "--dtype"),
+    Case("method-unknown", lambda e: _estimate("--method", "obs"), "--method"),
+    Case("wbits-unknown", lambda e: _estimate("--wbits", "5"), "--wbits"),
+    Case("activations-unknown", lambda e: _estimate("--activations", "disk"), "--activations"),
+]
+
+CASES = [("prune", c) for c in PRUNE] + [("estimate", c) for c in ESTIMATE] + [("run", c) for c in RUN] + [("eval", c) for c in EVAL] + \
         [("simulate", c) for c in SIMULATE] + [("sweep", c) for c in SWEEP] + [("compare", c) for c in COMPARE]
 
 
@@ -519,7 +549,8 @@ def test_bad_input(command, case, tmp_path, tiny_model_dir, text_file, monkeypat
 
 
 def test_battery_covers_every_command():
-    counts = {cmd: sum(c == cmd for c, _ in CASES) for cmd in ("run", "prune", "eval", "simulate", "sweep", "compare")}
+    counts = {cmd: sum(c == cmd for c, _ in CASES)
+              for cmd in ("run", "prune", "eval", "simulate", "sweep", "compare", "estimate")}
     assert min(counts.values()) >= 15, counts
 
 
