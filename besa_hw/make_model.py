@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import shutil
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,16 +146,10 @@ def shard_plan(specs: list[TensorSpec], dtype: str, max_shard_bytes: int = MAX_S
 
 
 def _header(specs: list[TensorSpec], dtype: str) -> bytes:
-    """The safetensors header (little-endian u64 length + JSON padded to 8 bytes) of a shard."""
-    meta: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for spec in specs:
-        end = offset + spec.numel * DTYPE_BYTES[dtype]
-        meta[spec.name] = {"dtype": DTYPES[dtype], "shape": list(spec.shape), "data_offsets": [offset, end]}
-        offset = end
-    text = json.dumps(meta, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text
+    """The safetensors header of a shard (see :func:`pruning.checkpoint.safetensors_header`)."""
+    from pruning.checkpoint import safetensors_header
+
+    return safetensors_header([(spec.name, DTYPES[dtype], spec.shape) for spec in specs], {"format": "pt"})
 
 
 def checkpoint_bytes(shards: list[list[TensorSpec]], dtype: str) -> int:

@@ -142,23 +142,14 @@ def write_streamed(path: str | Path, entries: Iterable[tuple[str, Path, str]], m
     source key). The header (8-byte length, JSON with dtype, shape and byte offsets, padded to 8
     bytes) is built from the sources' headers first, then each tensor's bytes are appended."""
     entries = list(entries)
-    header, offset, dtypes = {}, 0, {}
+    layout = []
     for name, src, key in entries:
         with safe_open(str(src), framework="pt") as fh:
             sl = fh.get_slice(key)
-            dtype, shape = sl.get_dtype(), sl.get_shape()
-        size = _nbytes(dtype, shape)
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
-        dtypes[name] = dtype
-        offset += size
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
+            layout.append((name, sl.get_dtype(), sl.get_shape()))
     tmp = Path(str(path) + ".tmp")
     with open(tmp, "wb") as out:
-        out.write(struct.pack("<Q", len(raw)))
-        out.write(raw)
+        out.write(safetensors_header(layout, metadata))
         for name, src, key in entries:
             with safe_open(str(src), framework="pt") as fh:
                 t = fh.get_tensor(key).contiguous()
@@ -167,6 +158,21 @@ def write_streamed(path: str | Path, entries: Iterable[tuple[str, Path, str]], m
 
 
 _SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "I32": 4, "I64": 8, "F16": 2, "BF16": 2, "F32": 4}
+
+
+def safetensors_header(layout: Iterable[tuple[str, str, Iterable[int]]], metadata: dict | None = None) -> bytes:
+    """The bytes a safetensors file starts with, for tensors ``(name, dtype, shape)`` stored in that
+    order: a little-endian u64 length, then JSON (dtype, shape, byte offsets of each tensor;
+    ``__metadata__``) padded with spaces to a multiple of 8 bytes. The tensors' raw bytes follow."""
+    header: dict = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}} if metadata else {}
+    offset = 0
+    for name, dtype, shape in layout:
+        size = _nbytes(dtype, list(shape))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
 
 
 def _nbytes(dtype: str, shape: list[int]) -> int:
