@@ -209,6 +209,51 @@ def _restore_block(linears: dict[str, nn.Linear], saved: tuple) -> None:
         _apply_masks(linears, masks)
 
 
+def _prune_block(i: int, block: nn.Module, targets: dict, hidden, dense_stream, subset, kwargs: dict,
+                 cfg: PruneConfig, carry: dict, checkpoint: BlockCheckpoint | None, result: PruneResult, *,
+                 keep: bool, last: bool, started: float) -> tuple:
+    """Prune block ``i`` in place, record it (and write it to ``checkpoint``); returns the pruned
+    stream after the block (unless ``last``) and the dense stream."""
+    linears = block_linears(block)
+    job = BlockJob(i, block, linears, targets, cfg, inputs=hidden, kwargs=kwargs, carry=carry)
+    if hidden is not None:
+        dense = _dense_pass(job, hidden, dense_stream, subset)
+        dense_stream = None if dense_stream is None else dense
+        del dense
+    masks = METHOD_FNS[cfg.method](job)
+    _apply_masks(linears, masks)
+    quantize_block(job, masks)  # no-op without wbits; pruned weights stay exactly 0
+    _record(result, i, masks, targets, job.quant, cfg.quant_method, keep=keep)
+    logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
+    if hidden is not None and not last:
+        hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
+        if not torch.isfinite(hidden).all():
+            raise ValueError(f"NaN/inf activations at the outputs of pruned block {i}")
+    result.block_seconds.append(round(time.perf_counter() - started, 3))
+    if checkpoint is not None:
+        layer_recs = {module_path(i, op): result.layers[module_path(i, op)] for op in linears}
+        checkpoint.save(i, masks, job.quant,
+                        {op: lin.weight for op, lin in linears.items()} if cfg.updates_weights else None,
+                        {"layers": layer_recs, "carry": dict(carry), "seconds": result.block_seconds[-1]})
+    return hidden, dense_stream
+
+
+def _replay_block(i: int, block: nn.Module, targets: dict, hidden, dense_stream, kwargs: dict, cfg: PruneConfig,
+                  checkpoint: BlockCheckpoint, result: PruneResult, *, keep: bool, last: bool) -> tuple:
+    """Block ``i`` finished before an interruption: its dense output (dense stream), its saved final
+    weights, its pruned output; returns (pruned stream, dense stream, carry) as the prune left them."""
+    if dense_stream is not None:
+        dense_stream = run_block(block, dense_stream, kwargs, cfg.forward_batch)
+    saved = checkpoint.load(i)
+    _restore_block(block_linears(block), saved)
+    rec = checkpoint.record(i)
+    _record(result, i, saved[0], targets, saved[1], cfg.quant_method, keep=keep)
+    result.block_seconds.append(rec.get("seconds", 0.0))
+    if hidden is not None and not last:
+        hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
+    return hidden, dense_stream, dict(rec.get("carry", {}))
+
+
 def _as_blocks(model) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else LoadedModel(model)
 
@@ -252,47 +297,21 @@ def prune_model(model, calib_ids: torch.Tensor | None, cfg: PruneConfig, progres
     start = 0 if checkpoint is None else min(checkpoint.done, n_blocks)
     if start:
         logger.info("resuming after %d finished blocks", start)
-    bar = tqdm(range(n_blocks), desc=f"prune {cfg.method}", unit="block", disable=not progress, initial=0)
+    bar = tqdm(range(n_blocks), desc=f"prune {cfg.method}", unit="block", disable=not progress)
     for i in bar:
         tb = time.perf_counter()
         block = src.load_block(i)
-        linears = block_linears(block)
-        targets = {op: all_targets[module_path(i, op)] for op in linears}
+        targets = {op: all_targets[module_path(i, op)] for op in block_linears(block)}
+        last = i + 1 == n_blocks
         if i < start:  # finished before an interruption: replay it to rebuild the activations
-            if dense_stream is not None:
-                dense_stream = run_block(block, dense_stream, kwargs, cfg.forward_batch)
-            saved = checkpoint.load(i)
-            _restore_block(linears, saved)
-            rec = checkpoint.record(i)
-            carry = dict(rec.get("carry", {}))
-            _record(result, i, saved[0], targets, saved[1], cfg.quant_method, keep=not src.streamed)
-            result.block_seconds.append(rec.get("seconds", 0.0))
+            hidden, dense_stream, carry = _replay_block(i, block, targets, hidden, dense_stream, kwargs, cfg,
+                                                        checkpoint, result, keep=not src.streamed, last=last)
         else:
-            job = BlockJob(i, block, linears, targets, cfg, inputs=hidden, kwargs=kwargs, carry=carry)
-            if hidden is not None:
-                dense = _dense_pass(job, hidden, dense_stream, subset)
-                dense_stream = None if dense_stream is None else dense
-                del dense
-            masks = METHOD_FNS[cfg.method](job)
-            _apply_masks(linears, masks)
-            quantize_block(job, masks)  # no-op without wbits; pruned weights stay exactly 0
-            _record(result, i, masks, targets, job.quant, cfg.quant_method, keep=not src.streamed)
-            if hidden is not None and i + 1 < n_blocks:
-                hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
-                if not torch.isfinite(hidden).all():
-                    raise ValueError(f"NaN/inf activations at the outputs of pruned block {i}")
-            result.block_seconds.append(round(time.perf_counter() - tb, 3))
-            if checkpoint is not None:
-                weights = {op: lin.weight for op, lin in linears.items()} if cfg.updates_weights else None
-                layer_recs = {module_path(i, op): result.layers[module_path(i, op)] for op in linears}
-                checkpoint.save(i, masks, job.quant, weights, {"layers": layer_recs, "carry": dict(carry),
-                                                               "seconds": result.block_seconds[-1]})
-            logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
-            del job, masks
-            src.release_block(i)
-            continue
-        if hidden is not None and i + 1 < n_blocks:  # replayed block: rebuild its outputs
-            hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
+            hidden, dense_stream = _prune_block(i, block, targets, hidden, dense_stream, subset, kwargs, cfg,
+                                                carry, checkpoint, result, keep=not src.streamed, last=last,
+                                                started=tb)
+        # Helpers return before the block goes: nothing of it outlives the release.
+        del block
         src.release_block(i)
     result.seconds = time.perf_counter() - t0
     result.blocks = n_blocks

@@ -60,6 +60,17 @@ def is_streamable(folder: str | Path) -> bool:
         (folder / "model.safetensors.index.json").is_file() or (folder / "model.safetensors").is_file())
 
 
+def _return_freed_memory() -> None:
+    """Give the C allocator's freed pages back to the system (glibc ``malloc_trim``): without it a
+    finished block's freed buffers stay in the process's heap and the next block's peak adds up."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class LoadedModel:
     """A model already in memory: every block is materialised; nothing is released."""
 
@@ -134,6 +145,7 @@ class StreamedModel(LoadedModel):
 
     def release_block(self, index: int) -> None:
         self.layers[index].to("meta")
+        _return_freed_memory()
 
     @contextlib.contextmanager
     def embedding(self) -> Iterator[None]:
