@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune bench-sweep report compare-example clean
+.PHONY: install demo test test-fast bench bench-prune bench-scale bench-sweep report compare-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: install
 # Pruning quality/speed table (issue 3 protocol; about 3-4 min per method on 2 CPU threads).
 bench-prune: install
 	$(PY) bench/prune_quality.py --methods dense,magnitude,wanda,sparsegpt,besa-row,besa-row-recon
+
+# Pruning at scale: LLaMA-7B-shaped blocks streamed on this CPU (makes the 13.8 GB checkpoint first; ~10 min).
+bench-scale: install
+	$(PY) bench/prune_scale.py --model runs/models/llama-7b-rand
 
 # Regenerate the committed example report (reports/smollm2-135m-besa/) from a real run.
 report: install

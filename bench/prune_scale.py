@@ -76,7 +76,18 @@ from pruning.streaming import StreamedModel
 torch.set_num_threads(2)
 lm, tok, _ = load_model()
 tmp = pathlib.Path(tempfile.mkdtemp())
-lm.save_pretrained(tmp / "m"); tok.save_pretrained(tmp / "m")
+# a GGUF-loaded model has no save_pretrained: write its fp32 weights and config as a safetensors folder
+from safetensors.torch import save_file
+import json
+(tmp / "m").mkdir()
+state = {{k: v.contiguous() for k, v in lm.state_dict().items()}}
+if lm.config.tie_word_embeddings:
+    state.pop("lm_head.weight", None)
+save_file(state, str(tmp / "m" / "model.safetensors"), metadata={{"format": "pt"}})
+config = lm.config.to_dict()
+config.pop("quantization_config", None)
+(tmp / "m" / "config.json").write_text(json.dumps(config))
+tok.save_pretrained(tmp / "m")
 ids = get_calibration(tok, CalibConfig(nsamples=16, seqlen=256))
 out = []
 for cfg in (PruneConfig(method="wanda"), PruneConfig(method="besa", besa_samples=8)):

@@ -180,8 +180,9 @@ class AllocationLearner(nn.Module):
 
         def maker(la: _LayerAlloc) -> Callable[[], torch.Tensor]:
             name = la.param_name  # keep-probability of a weight: cumsum(p) at its bucket (see class docs)
-            return lambda: _StraightThroughMask.apply(torch.cumsum(probs[name], dim=1), weights[name],
-                                                      hards[name], la.ranks, la.kmax)
+            # popped when used: a hard mask the backward does not need is freed after its Linear runs
+            return lambda: _StraightThroughMask.apply(torch.cumsum(probs[name], dim=1), weights.pop(name),
+                                                      hards.pop(name), la.ranks, la.kmax)
 
         return {la.param_name: maker(la) for la in self.layers}, pruned / self.total
 
