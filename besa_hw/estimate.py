@@ -160,9 +160,12 @@ def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", 
         besa and (cfg.besa_reconstruct or cfg.besa_importance == "sparsegpt"))
     ns = min(N, cfg.besa_samples) if dense_target and not hessian and cfg.besa_samples else N
     seg = T * H * d  # one segment's hidden states
-    c: dict[str, float] = {"runtime": (CUDA_CONTEXT_GB if gpu else RUNTIME_GB) * GB}
+    c: dict[str, float] = {"CUDA context": CUDA_CONTEXT_GB * GB} if gpu else {"runtime": RUNTIME_GB * GB}
     embed = shape.vocab_size * H * d
-    c["block weights"] = P * d if streamed else (P * shape.num_hidden_layers + 2 * embed) * d
+    if streamed:
+        c["block weights"] = P * d
+    else:
+        c["model weights (loaded whole)"] = (P * shape.num_hidden_layers + 2 * embed) * d
     data = method != "magnitude"
     if data:  # a block forward holds its input and output stream
         c["activations"] = 2 * ns * seg
@@ -236,7 +239,7 @@ def check_fits(spec, cfg, calib, *, device: str, dtype: str, activations: str = 
             logger.info("activations kept in CPU RAM: the estimate on %s is %.1f GB", device, est.peak / GB)
             return "cpu"
     if not est.fits:
-        biggest = max((k for k in est.components if k != "runtime"), key=est.components.get)
+        biggest = max((k for k in est.components if k not in ("runtime", "CUDA context")), key=est.components.get)
         hint = ["fewer --nsamples or a shorter --seqlen"]
         if dtype == "float32":
             hint.append("--dtype bfloat16")
