@@ -59,6 +59,8 @@ def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path,
     path = write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t0,
                         save_model=save_model, checkpoint=checkpoint if src is not lm else None,
                         source=src if src is not lm else None)
+    if checkpoint is not None:
+        checkpoint.remove()
     return path
 
 
@@ -113,11 +115,8 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
         lm.save_pretrained(path, safe_serialization=True)
         tok.save_pretrained(path)
 
-    path = write_run(out, result.masks, manifest, saver if save_model else None, quant=result.quant,
+    return write_run(out, result.masks, manifest, saver if save_model else None, quant=result.quant,
                      checkpoint=checkpoint)
-    if checkpoint is not None:
-        checkpoint.remove()
-    return path
 
 
 def saved_model_dir(run_dir: str | Path) -> Path | None:

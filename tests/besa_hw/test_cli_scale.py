@@ -104,3 +104,13 @@ def test_estimate_scales_with_the_calibration_set():
     assert big.components["dense stream"] - small.components["dense stream"] == 2 * 120 * 512 * 4096 * 4
     assert big.seconds_per_block > small.seconds_per_block
     assert small.components["block weights"] == 4 * sum(o * i for o, i in shape.op_shapes().values())
+
+
+def test_whole_model_prune_leaves_no_partial_folder(tiny_model_dir, text_file, tmp_path):
+    """--save-model with --wbits loads the model whole (compressed-tensors export); its per-block
+    checkpoint is removed once the run is written, as a streamed prune's is."""
+    out = tmp_path / "run"
+    assert cli.main(_prune(tiny_model_dir, text_file, out, "--wbits", "4", "--group-size", "32", "--save-model")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["streamed"] is False and manifest["blocks_pruned"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
