@@ -106,6 +106,11 @@ def load_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None, device:
     except OSError as exc:
         raise FileNotFoundError(f"cannot load model {model}: {str(exc).splitlines()[0]}") from exc
     decoder_layers(lm)
+    if spec.gguf_file:
+        # transformers dequantised the GGUF blocks while loading: the model holds plain float weights,
+        # but keeps the GGUF quantizer, which makes save_pretrained refuse ("not serializable").
+        lm.hf_quantizer = None
+        lm.config.__dict__.pop("quantization_config", None)
     lm.to(device).eval()
     logger.info("loaded %s (%s, %d blocks)", spec.model_id, type(lm).__name__, lm.config.num_hidden_layers)
     return lm, tok, spec
