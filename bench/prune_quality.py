@@ -101,18 +101,6 @@ def allocation_summary(layers: dict) -> dict:
             "per_third": {k: mean(v) for k, v in thirds.items() if v}, "row_min": round(lo, 4), "row_max": round(hi, 4)}
 
 
-def _trim() -> None:
-    """glibc malloc_trim: freed heap pages back to the system (else they count in the peak RSS)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _load() -> str:
     return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -147,7 +135,11 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         # The evaluation needs the pruned model only: drop the result's in-memory masks and codes (a run
         # folder would have them on disk) and hand the allocator's freed pages back before it.
         del result, calib
-        _trim()
+        import gc
+
+        from pruning.streaming import return_freed_memory
+        gc.collect()
+        return_freed_memory()
     test_ids = None if args.blocks else tokenize(tok, (data / "wikitext-2-raw/wiki.test.raw").read_text())
     row["ppl"] = float("nan") if args.blocks else perplexity(model, test_ids, seqlen=512, max_windows=40)
     row.setdefault("load", _load())

@@ -218,10 +218,7 @@ def check_fits(spec, cfg, calib, *, device: str, dtype: str, activations: str = 
     """
     from pruning.streaming import is_streamable
 
-    if activations != "auto":
-        where = activations
-    else:
-        where = "device"
+    where = "device" if activations == "auto" else activations
     if skip:
         return where
     try:

@@ -89,16 +89,16 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     The base model is loaded once: evaluated dense, then masked in place (unless the run
     saved its own pruned model).
     """
-    from besa_hw.runs import load_run_model, saved_model_dir
+    from besa_hw.runs import load_run_model, read_finished_run, saved_model_dir
     from besa_hw.models import check_context, load_model
     from pruning.calibration import load_text, tokenize
     from pruning.eval import perplexity
-    from pruning.export import read_manifest, read_run
+    from pruning.export import read_manifest
 
     manifest = read_manifest(run_dir)
     spec = manifest["model"]
     saved_model_dir(run_dir)  # fail before any evaluation if the run cannot be reproduced
-    read_run(run_dir)  # and if its masks are unreadable, of the wrong dtype or shape, or missing
+    read_finished_run(run_dir)  # and if it is partial, or its masks unreadable, of the wrong dtype or shape, missing
     check_held_out(manifest.get("calibration"), ev.data)
     base = dense_ppl = ids = None
     if dense:
@@ -116,14 +116,14 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
 def evaluate_run_tasks(run_dir: str | Path, loaded, cfg, device: str, dense: bool = False) -> dict:
     """Zero-shot accuracy of a finished run on ``loaded`` tasks (besa_hw.tasks), and of its dense base
     model when ``dense`` (loaded once, evaluated, then masked in place); updates the manifest."""
-    from besa_hw.runs import load_run_model, saved_model_dir
+    from besa_hw.runs import load_run_model, read_finished_run, saved_model_dir
     from besa_hw.models import load_model
     from besa_hw.tasks import evaluate_tasks, record_tasks
-    from pruning.export import read_manifest, read_run
+    from pruning.export import read_manifest
 
     spec = read_manifest(run_dir)["model"]
     saved_model_dir(run_dir)  # fail before any evaluation if the run cannot be reproduced
-    read_run(run_dir)
+    read_finished_run(run_dir)
     base = dense_results = None
     if dense:
         base = load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]

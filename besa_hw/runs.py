@@ -11,7 +11,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prune_to_run", "write_result", "saved_model_dir", "load_run_model", "apply_codes", "apply_masks"]
+__all__ = ["prune_to_run", "write_result", "saved_model_dir", "read_finished_run", "load_run_model", "apply_codes",
+           "apply_masks"]
 
 
 def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path, *, device: str | None = None,
@@ -43,8 +44,6 @@ def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path,
 
         src = StreamedModel(spec.source, device=device, dtype=parse_dtype(dtype))
         tok, lm = AutoTokenizer.from_pretrained(spec.source), src.model
-        if checkpoint_dir is None:
-            raise ValueError("a streamed prune needs a checkpoint folder")
     else:
         lm, tok, spec = load_model(model, gguf_file, device=device, dtype=dtype)
         src = lm
@@ -138,6 +137,16 @@ def saved_model_dir(run_dir: str | Path) -> Path | None:
     return None
 
 
+def read_finished_run(run_dir: str | Path) -> tuple[dict, dict]:
+    """(masks, manifest) of a run folder that pruned every block (ValueError for a ``prune --blocks``
+    measurement run, with the simulator's wording and check)."""
+    from pruning.export import read_manifest, read_run
+    from simulator.workload import check_complete
+
+    check_complete(read_manifest(run_dir), run_dir)
+    return read_run(run_dir)
+
+
 def load_run_model(run_dir: str | Path, device: str = "cpu", base=None):
     """(model, tokenizer, manifest) of a run: its saved model, or the base model with the masks applied.
 
@@ -145,10 +154,9 @@ def load_run_model(run_dir: str | Path, device: str = "cpu", base=None):
     loading it again.
     """
     from besa_hw.models import load_model
-    from pruning.export import read_run
 
     saved = saved_model_dir(run_dir)
-    masks, manifest = read_run(run_dir)
+    masks, manifest = read_finished_run(run_dir)
     if saved is not None:
         lm, tok, _ = load_model(str(saved), device=device)
         return lm, tok, manifest

@@ -183,7 +183,5 @@ def _nbytes(dtype: str, shape: list[int]) -> int:
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.cpu().contiguous()
-    if t.dtype in (torch.bool, torch.bfloat16, torch.float16):
-        return t.view(torch.uint8).numpy().tobytes() if t.dtype == torch.bool else t.view(torch.int16).numpy().tobytes()
-    return t.numpy().tobytes()
+    """The raw little-endian bytes of ``t`` (any dtype, bf16 included, which numpy lacks)."""
+    return t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()

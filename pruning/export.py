@@ -101,10 +101,6 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     integers); anything else is a ValueError naming the key, never a silently scaled weight.
     """
     manifest = read_manifest(run_dir)
-    done, total = manifest.get("blocks_pruned"), (manifest.get("model") or {}).get("num_hidden_layers")
-    if isinstance(done, int) and isinstance(total, int) and done < total:
-        raise ValueError(f"run {run_dir} pruned only the first {done} of {total} blocks (prune --blocks): "
-                         "it is a measurement run, not a model to evaluate or simulate")
     path = Path(run_dir) / MASKS
     if not path.is_file():
         raise FileNotFoundError(f"run folder has no {MASKS}: {run_dir}")

@@ -60,7 +60,7 @@ def is_streamable(folder: str | Path) -> bool:
         (folder / "model.safetensors.index.json").is_file() or (folder / "model.safetensors").is_file())
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Give the C allocator's freed pages back to the system (glibc ``malloc_trim``): without it a
     finished block's freed buffers stay in the process's heap and the next block's peak adds up."""
     try:
@@ -79,8 +79,6 @@ class LoadedModel:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.layers = decoder_layers(model)
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -145,7 +143,7 @@ class StreamedModel(LoadedModel):
 
     def release_block(self, index: int) -> None:
         self.layers[index].to("meta")
-        _return_freed_memory()
+        return_freed_memory()
 
     @contextlib.contextmanager
     def embedding(self) -> Iterator[None]:
