@@ -16,6 +16,12 @@ import sys
 
 from besa_hw import __version__
 
+# PyTorch's CUDA caching allocator keeps freed segments for reuse; streaming blocks whose buffers
+# change size leaves them fragmented (measured on an H200, bench/gpu_probe.py: 14.4 GB reserved
+# for 7.7 GB allocated by a Wanda prune; 10.4 GB with expandable segments). Read when CUDA first
+# allocates; a user's own setting wins.
+CUDA_ALLOC_CONF = "expandable_segments:True"
+
 # Order is the order shown in --help.
 _COMMAND_MODULES = (
     "besa_hw.commands.run",
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

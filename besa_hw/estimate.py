@@ -140,6 +140,22 @@ def available_bytes(device: str) -> float | None:
     return None
 
 
+#: substrings of ``torch.cuda.get_device_name`` -> the named device whose throughput ``cuda`` uses
+GPU_NAMES = (("H200", "h200-141gb"), ("H100", "h100-80gb"), ("A100", "a100-80gb"), ("4090", "rtx4090"))
+
+
+def detected_gpu(device: str) -> Device:
+    """The named device matching ``device``'s GPU (``cuda[:N]`` on this machine; A100 80 GB's
+    throughput when the GPU is not one of ``GPU_NAMES`` or none is visible)."""
+    try:
+        import torch
+
+        name = torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else ""
+    except (RuntimeError, AssertionError, ValueError):
+        name = ""
+    return next((DEVICES[key] for sub, key in GPU_NAMES if sub in name), DEVICES["a100-80gb"])
+
+
 def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", streamed: bool = True,
              activations: str = "device", blocks: int | None = None) -> Estimate:
     """Peak memory and time of pruning ``shape`` with ``cfg`` (a PruneConfig) on ``calib`` data.
@@ -179,14 +195,17 @@ def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", 
         c["optimizer state"] = rows * (round(1 / cfg.besa_step) + 1) * 4 * PRODIGY_BUFFERS
     # transients, one phase at a time
     chunk = min(cfg.forward_batch, N)
-    phases = {"forward": chunk * T * (4 * H + 3 * I) * d + chunk * heads * T * T * d
-              + (chunk * T * I * 4 + 4 * I * I if hessian else 0)}
+    # attention scores: materialised on the CPU; CUDA's fused SDPA kernels (16-bit) hold none
+    scores = 0 if gpu and d == 2 else chunk * heads * T * T * d
+    # the statistics hook's float32 copy of the widest input (and its square; a 16-bit input adds a copy)
+    hook = chunk * T * I * (4 if d == 4 else 8) if data and (gpu or hessian) else 0
+    phases = {"forward": chunk * T * (4 * H + 3 * I) * d + scores + hook + (4 * I * I if hessian else 0)}
     if method in ("wanda", "magnitude") or (besa and not hessian):
         phases["scoring"] = (4 + 8 + 8) * largest  # score, argsort, ranks of the largest Linear
     if hessian:
         phases["obs"] = 2 * 4 * I * I + 2 * 4 * largest  # Cholesky steps + the weight copy
     if besa:
-        per_sample = cfg.besa_batch * (T * (12 * H + 5 * I) * 4 + heads * T * T * 4 * 3)
+        per_sample = cfg.besa_batch * (T * (12 * H + 5 * I) * 4 + (0 if gpu and d == 2 else heads * T * T * 4 * 3))
         # masked weights held by the forward, one Linear's weight gradient and its product with the weight
         phases["besa training"] = d * P + 2 * d * largest + per_sample
     phase = max(phases, key=phases.get)
@@ -204,7 +223,7 @@ def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", 
     if besa:
         passes = N * (2 + (1 if dense_target else 0)) + 3 * cfg.besa_epochs * ns
     obs = sum(o * i * i for o, i in ops.values()) * 2 / OBS_EFFICIENCY if hessian else 0.0
-    dev = DEVICES.get(device) or DEVICES["cpu" if not gpu else "a100-80gb"]
+    dev = DEVICES.get(device) or (detected_gpu(device) if gpu else DEVICES["cpu"])
     seconds = (passes * fwd + obs) / (dev.tflops * 1e12)
     capacity = available_bytes("cpu") if device == "cpu" else available_bytes(device)
     return Estimate(c, seconds, blocks or shape.num_hidden_layers, device, capacity, tuple(notes))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from simulator.workload import SHAPES, ModelShape
 
-__all__ = ["TINY", "TensorSpec", "shape_names", "get_model_shape", "bundled_tokenizer", "llama_config",
+__all__ = ["TINY", "TensorSpec", "shape_names", "get_model_shape", "bundled_tokenizer", "saved_tokenizer", "llama_config",
            "tensor_plan", "shard_plan", "checkpoint_bytes", "check_disk", "write_checkpoint"]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,20 @@ def bundled_tokenizer():
     if not (folder / DEFAULT_GGUF).is_file():
         raise FileNotFoundError(f"bundled GGUF file not found: {folder / DEFAULT_GGUF}")
     return AutoTokenizer.from_pretrained(folder, gguf_file=DEFAULT_GGUF)
+
+
+def saved_tokenizer(folder: str):
+    """A tokenizer saved with ``save_pretrained`` (``--tokenizer DIR``)."""
+    from transformers import AutoTokenizer
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--tokenizer {folder}: no such folder")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--tokenizer {folder}: not a saved Hugging Face tokenizer "
+                         f"({str(exc).splitlines()[0][:200]})") from None
 
 
 def llama_config(shape: ModelShape, tokenizer, dtype: str = "float16"):

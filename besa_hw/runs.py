@@ -72,6 +72,20 @@ def _fingerprint(spec, cfg, calib, dtype: str, device: str) -> dict:
             "calibration": dataclasses.asdict(calib), "dtype": dtype, "device": str(device).split(":")[0]}
 
 
+def cuda_memory() -> dict:
+    """This process's CUDA memory when it used a GPU: the allocator's peaks and the context
+    (memory in use on the device beyond the allocator's reservation; assumes no other process)."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    free, total = torch.cuda.mem_get_info()
+    reserved = torch.cuda.memory_reserved()
+    return {"cuda_peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3),
+            "cuda_peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3),
+            "cuda_context_gb": round(max(total - free - reserved, 0) / 1e9, 3)}
+
+
 def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
                  save_model: bool = False, checkpoint=None, source=None) -> Path:
     """Build the manifest for ``result`` and write the run folder atomically.
@@ -98,6 +112,7 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
     manifest["blocks_pruned"] = result.blocks or n_blocks
     manifest["streamed"] = source is not None
     manifest["block_seconds"] = result.block_seconds
+    manifest.update(cuda_memory())
     if manifest["calibration"] is not None:
         manifest["calibration"] = {**{k: manifest["calibration"][k] for k in ("dataset", "nsamples", "seqlen", "seed")},
                                    **describe_split(calib.source, "calibration")}

@@ -105,6 +105,12 @@ def run_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict, batch: int) 
     return result
 
 
+def all_finite(hidden: torch.Tensor, batch: int) -> bool:
+    """``torch.isfinite(hidden).all()``, a chunk of samples at a time: the whole-stream check makes
+    temporaries of the stream's size (a bool tensor; more on CUDA) at the block's peak."""
+    return all(bool(torch.isfinite(hidden[i:i + batch]).all()) for i in range(0, hidden.shape[0], batch))
+
+
 def layer_targets(model: nn.Module, cfg: PruneConfig) -> dict[str, float]:
     """Target sparsity per module path (profile entries override the uniform sparsity)."""
     paths = [module_path(i, op) for i in range(len(decoder_layers(model))) for op in block_linears(model.model.layers[0])]
@@ -227,7 +233,7 @@ def _prune_block(i: int, block: nn.Module, targets: dict, hidden, dense_stream, 
     logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
     if hidden is not None and not last:
         hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
-        if not torch.isfinite(hidden).all():
+        if not all_finite(hidden, cfg.forward_batch):
             raise ValueError(f"NaN/inf activations at the outputs of pruned block {i}")
     result.block_seconds.append(round(time.perf_counter() - started, 3))
     if checkpoint is not None:

@@ -69,6 +69,10 @@ def return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # the same for PyTorch's CUDA caching allocator: a block's cached, unused segments go back
+        # to the device, so the next block's peak does not stack on this one's fragments
+        torch.cuda.empty_cache()
 
 
 class LoadedModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 
 from besa_hw.make_model import DTYPES, shape_names
@@ -22,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="model folder to create")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes; default 0)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float16", help="weight dtype (default float16)")
+    p.add_argument("--layers", type=int, default=None, metavar="N",
+                   help="decoder blocks to write (default: the shape's); fewer keeps a per-block measurement "
+                        "(prune --blocks) quick to set up")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="a saved Hugging Face tokenizer folder to use instead of the bundled SmolLM2 one")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder written by besa-hw")
     p.set_defaults(func=handle)
 
@@ -33,8 +39,13 @@ def handle(args: argparse.Namespace) -> int:
     shape = mk.get_model_shape(args.shape)
     if not 0 <= args.seed < SEED_LIMIT:
         raise ValueError(f"--seed must be in [0, 2**63), got {args.seed}")
+    if args.layers is not None:
+        if not 1 <= args.layers <= shape.num_hidden_layers:
+            raise ValueError(f"--layers must be in [1, {shape.num_hidden_layers}] for --shape {shape.name}, "
+                             f"got {args.layers}")
+        shape = dataclasses.replace(shape, num_hidden_layers=args.layers)
     check_out_dir(args.out, args.overwrite)
-    tokenizer = mk.bundled_tokenizer()
+    tokenizer = mk.bundled_tokenizer() if args.tokenizer is None else mk.saved_tokenizer(args.tokenizer)
     config = mk.llama_config(shape, tokenizer, args.dtype)
     shards = mk.shard_plan(mk.tensor_plan(config), args.dtype)
     need = mk.checkpoint_bytes(shards, args.dtype)
@@ -48,7 +59,8 @@ def handle(args: argparse.Namespace) -> int:
             raise
         raise ValueError(f"--out {args.out}: the disk filled up while writing; nothing was kept") from exc
     print(f"wrote {args.out}: {shape.name} shape, {_count(meta['total_parameters'])} parameters "
-          f"({config.num_hidden_layers} blocks, vocab {config.vocab_size} from the bundled tokenizer), "
+          f"({config.num_hidden_layers} blocks, vocab {config.vocab_size} from the "
+          f"{'bundled' if args.tokenizer is None else 'given'} tokenizer), "
           f"{_count(need)}B of {args.dtype} in {len(shards)} shard{'s' * (len(shards) > 1)}, seed {args.seed}")
     return 0
 

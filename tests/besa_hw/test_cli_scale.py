@@ -114,3 +114,33 @@ def test_whole_model_prune_leaves_no_partial_folder(tiny_model_dir, text_file, t
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["streamed"] is False and manifest["blocks_pruned"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("gpu, named", [("NVIDIA H200", "h200-141gb"), ("NVIDIA A100-SXM4-80GB", "a100-80gb"),
+                                        ("NVIDIA GeForce RTX 4090", "rtx4090"), ("Tesla T4", "a100-80gb")])
+def test_estimate_on_cuda_uses_the_detected_gpus_throughput(monkeypatch, gpu, named):
+    from besa_hw.estimate import estimate, shape_of
+    from pruning.config import CalibConfig, PruneConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40e9, 80e9))
+    shape, cfg, calib = shape_of(shape="llama-7b"), PruneConfig(method="wanda"), CalibConfig(nsamples=8)
+    on_cuda = estimate(shape, cfg, calib, device="cuda", dtype="bfloat16")
+    on_named = estimate(shape, cfg, calib, device=named, dtype="bfloat16")
+    assert on_cuda.seconds_per_block == on_named.seconds_per_block
+    assert on_cuda.components == on_named.components and on_cuda.capacity == 40e9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["wanda", "besa"])
+def test_prune_on_cuda_records_its_gpu_memory(tiny_model_dir, text_file, tmp_path, method):
+    out = tmp_path / "run"
+    argv = _prune(tiny_model_dir, text_file, out)
+    argv[argv.index("--device") + 1] = "cuda"
+    argv[argv.index("--method") + 1] = method
+    assert cli.main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["streamed"] and abs(manifest["achieved_sparsity"] - 0.5) < 0.01
+    assert 0 < manifest["cuda_peak_allocated_gb"] <= manifest["cuda_peak_reserved_gb"]
+    assert manifest["cuda_context_gb"] >= 0

@@ -196,6 +196,12 @@ BAD = [  # (id, argv after "make-model" given tmp, culprit named in the error li
     ("out-parent-is-file", lambda t: ["--shape", "tiny", "--out", _file(t / "afile") + "/m"], "afile"),
     ("out-user-folder", lambda t: ["--shape", "tiny", "--out", _user_folder(t)], "mine"),
     ("out-user-folder-overwrite", lambda t: ["--shape", "tiny", "--out", _user_folder(t), "--overwrite"], "mine"),
+    ("layers-zero", lambda t: ["--shape", "tiny", "--layers", "0", "--out", str(t / "m")], "--layers"),
+    ("layers-too-many", lambda t: ["--shape", "tiny", "--layers", "3", "--out", str(t / "m")], "--layers"),
+    ("tokenizer-missing", lambda t: ["--shape", "tiny", "--tokenizer", str(t / "nope"), "--out", str(t / "m")],
+     "nope"),
+    ("tokenizer-not-one", lambda t: ["--shape", "tiny", "--tokenizer", _user_folder(t), "--out", str(t / "m")],
+     "mine"),
 ]
 
 
@@ -218,6 +224,23 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
     assert "Traceback" not in captured.err + captured.out and len(lines) == 1, captured.err
     assert lines[0].startswith("besa-hw make-model: error: ") and culprit in lines[0], lines[0]
     assert snapshot(tmp_path) == before
+
+
+def test_fewer_layers_and_a_given_tokenizer(tiny_dir, byte_tokenizer, tmp_path):
+    """--layers 1 writes block 0 exactly as the full model's (same seed), with a saved tokenizer's vocabulary."""
+    from transformers import AutoTokenizer
+
+    byte_tokenizer.save_pretrained(tmp_path / "tok")
+    assert _make(tmp_path / "m", "--layers", "1", "--tokenizer", str(tmp_path / "tok")) == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    assert config["vocab_size"] == len(AutoTokenizer.from_pretrained(tmp_path / "tok")) != 49152
+    keys = _shard_keys(tmp_path / "m")
+    assert not any(k.startswith("model.layers.1.") for k in keys)
+    name = "model.layers.0.mlp.down_proj.weight"
+    with safe_open(str(tmp_path / "m" / "model-00001-of-00001.safetensors"), "pt") as f, \
+            safe_open(str(tiny_dir / "model-00001-of-00001.safetensors"), "pt") as g:
+        assert torch.equal(f.get_tensor(name), g.get_tensor(name))
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])

@@ -114,3 +114,15 @@ def test_streamed_prune_on_cuda(tiny_model_dir, calib_ids, tmp_path, act_device)
     # CUDA kernels differ from the CPU's in rounding: most kept weights agree, not necessarily all
     agree = sum(int((masks[k] == cpu_masks[k]).sum()) for k in masks) / sum(m.numel() for m in masks.values())
     assert agree > 0.95
+
+
+@pytest.mark.parametrize("where", [None, 0, 5, 9])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_all_finite_checks_every_chunk(where, bad):
+    from pruning.sequential import all_finite
+
+    hidden = torch.randn(10, 4, 3, dtype=torch.bfloat16)
+    if where is not None:
+        hidden[where, 2, 1] = bad
+    assert all_finite(hidden, 3) is (where is None)
+    assert all_finite(hidden, 3) == bool(torch.isfinite(hidden).all())
