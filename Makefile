@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune bench-scale bench-sweep report compare-example clean
+.PHONY: install demo test test-fast bench bench-prune bench-scale bench-gpu bench-sweep report compare-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench-prune: install
 # Pruning at scale: LLaMA-7B-shaped blocks streamed on this CPU (makes the 13.8 GB checkpoint first; ~10 min).
 bench-scale: install
 	$(PY) bench/prune_scale.py --model runs/models/llama-7b-rand
+
+# The same on a CUDA GPU, plus the CUDA tests and the phase-by-phase probe (bench/RESULTS-gpu.md; ~5 min on an H200).
+bench-gpu: install
+	PYTHON=$(PY) bash bench/gpu_check.sh runs/gpu-check
 
 # Regenerate the committed example report (reports/smollm2-135m-besa/) from a real run.
 report: install

@@ -52,7 +52,9 @@ def run_prune(model: str, method: str, args, out: Path) -> dict:
     cmd = [*MEASURED_CLI, "prune", "--model", model, "--method", method, "--blocks", str(args.blocks),
            "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--dtype", args.dtype,
            "--device", args.device, "--out", str(out), "--overwrite"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": PYTHONPATH}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    if args.device == "cpu":  # a GPU run keeps every core for its host-side work (reading shards, writing masks)
+        env["OMP_NUM_THREADS"] = str(args.threads)
     proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=env)
     if proc.returncode:
         sys.stderr.write(proc.stderr[-3000:])
@@ -140,7 +142,7 @@ def main() -> int:
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", default=None, help="default float32 on cpu, bfloat16 on cuda")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (--device cpu only)")
     p.add_argument("--layers", type=int, default=None,
                    help="blocks of the checkpoint made when --model is missing (default: all of llama-7b's)")
     p.add_argument("--tokenizer", default=None, help="saved tokenizer folder for that checkpoint (default: bundled)")

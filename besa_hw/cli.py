@@ -17,9 +17,9 @@ import sys
 from besa_hw import __version__
 
 # PyTorch's CUDA caching allocator keeps freed segments for reuse; streaming blocks whose buffers
-# change size leaves them fragmented (measured on an H200, bench/gpu_probe.py: 14.4 GB reserved
-# for 7.7 GB allocated by a Wanda prune; 10.4 GB with expandable segments). Read when CUDA first
-# allocates; a user's own setting wins.
+# change size leaves them fragmented (measured on an H200, bench/RESULTS-gpu.md: 9.00 GB reserved
+# for a 7.48 GB peak by Wanda on two LLaMA-7B blocks; 7.72 GB with expandable segments). Read
+# when CUDA first allocates; a user's own setting wins.
 CUDA_ALLOC_CONF = "expandable_segments:True"
 
 # Order is the order shown in --help.

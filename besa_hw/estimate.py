@@ -48,22 +48,32 @@ CUDA_CONTEXT_GB = 0.6  # CUDA context and kernels on the device (typical for tor
 @dataclass(frozen=True)
 class Device:
     """A compute device: memory in GB (None: this machine's available RAM) and sustained fp32/bf16
-    throughput in TFLOP/s for the block forwards."""
+    throughput in TFLOP/s for the block forwards. GPUs also give the float32 rate of the Hessian
+    accumulation (X^T X, no tensor cores) and the seconds per column of the OBS loop, which on a
+    GPU is bound by kernel launches, not FLOPs; on the CPU both are inside ``OBS_EFFICIENCY``."""
 
     name: str
     memory_gb: float | None
     tflops: float
     note: str
+    fp32_tflops: float | None = None
+    obs_column_s: float | None = None
 
 
+#: OBS loop per weight column on a GPU: 5.8 s per LLaMA-7B block (35584 columns) measured on an
+#: H200 (bench/gpu_probe.py, SparseGPT's method time), taken for every GPU (launch-bound)
+OBS_COLUMN_S = 163e-6
 DEVICES: dict[str, Device] = {d.name: d for d in (
     Device("cpu", None, 0.146, "this machine (2 threads): 0.146 TFLOP/s sustained fp32, measured by "
            "bench/prune_scale.py from Wanda's block forwards on LLaMA-7B shapes"),
-    Device("a100-80gb", 80.0, 150.0, "A100 SXM 80 GB: 312 TFLOP/s bf16 peak, 48% sustained (assumed)"),
-    Device("a100-40gb", 40.0, 150.0, "A100 40 GB: as a100-80gb"),
-    Device("h100-80gb", 80.0, 400.0, "H100 SXM 80 GB: 989 TFLOP/s bf16 peak, 40% sustained (assumed)"),
-    Device("h200-141gb", 141.0, 400.0, "H200 141 GB: as h100-80gb"),
-    Device("rtx4090", 24.0, 80.0, "RTX 4090 24 GB: 165 TFLOP/s bf16 peak, 48% sustained (assumed)"),
+    Device("a100-80gb", 80.0, 150.0, "A100 SXM 80 GB: 312 TFLOP/s bf16 peak, 48% sustained (assumed); "
+           "fp32 19.5 peak, 50% (assumed)", 9.75, OBS_COLUMN_S),
+    Device("a100-40gb", 40.0, 150.0, "A100 40 GB: as a100-80gb", 9.75, OBS_COLUMN_S),
+    Device("h100-80gb", 80.0, 400.0, "H100 SXM 80 GB: 989 TFLOP/s bf16 peak, 40% sustained; fp32 67 peak, "
+           "50% (assumed; the H200's forwards measured 310-335 TFLOP/s, bench/gpu_probe.py)", 33.5, OBS_COLUMN_S),
+    Device("h200-141gb", 141.0, 400.0, "H200 141 GB: as h100-80gb", 33.5, OBS_COLUMN_S),
+    Device("rtx4090", 24.0, 80.0, "RTX 4090 24 GB: 165 TFLOP/s bf16 peak, 48% sustained; fp32 82.6 peak, "
+           "50% (assumed)", 41.3, OBS_COLUMN_S),
 )}
 #: SparseGPT's OBS loop (column by column) runs at this fraction of the forward throughput:
 #: 0.45 measured on this CPU (bench/prune_scale.py: SparseGPT's time less Wanda's, over its FLOPs).
@@ -222,9 +232,13 @@ def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", 
     passes = {"magnitude": 0.0, "wanda": 2.0 * N, "sparsegpt": 2.0 * N}.get(method, 0.0)
     if besa:
         passes = N * (2 + (1 if dense_target else 0)) + 3 * cfg.besa_epochs * ns
-    obs = sum(o * i * i for o, i in ops.values()) * 2 / OBS_EFFICIENCY if hessian else 0.0
     dev = DEVICES.get(device) or (detected_gpu(device) if gpu else DEVICES["cpu"])
-    seconds = (passes * fwd + obs) / (dev.tflops * 1e12)
+    seconds = passes * fwd / (dev.tflops * 1e12)
+    if hessian and dev.obs_column_s is None:  # CPU: OBS and Hessians at a measured fraction of the forwards
+        seconds += sum(o * i * i for o, i in ops.values()) * 2 / OBS_EFFICIENCY / (dev.tflops * 1e12)
+    elif hessian:  # GPU: X^T X of each distinct input in float32 over the N segments, then the OBS loop
+        seconds += 2 * N * T * (2 * H * H + q * q + I * I) / (dev.fp32_tflops * 1e12)
+        seconds += sum(i for _, i in ops.values()) * dev.obs_column_s
     capacity = available_bytes("cpu") if device == "cpu" else available_bytes(device)
     return Estimate(c, seconds, blocks or shape.num_hidden_layers, device, capacity, tuple(notes))
 

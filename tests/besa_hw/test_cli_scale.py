@@ -144,3 +144,17 @@ def test_prune_on_cuda_records_its_gpu_memory(tiny_model_dir, text_file, tmp_pat
     assert manifest["streamed"] and abs(manifest["achieved_sparsity"] - 0.5) < 0.01
     assert 0 < manifest["cuda_peak_allocated_gb"] <= manifest["cuda_peak_reserved_gb"]
     assert manifest["cuda_context_gb"] >= 0
+
+
+def test_gpu_time_counts_the_obs_loop_per_column():
+    """On a GPU SparseGPT adds the float32 Hessians and a launch-bound OBS loop (per weight column)."""
+    from besa_hw.estimate import DEVICES, OBS_COLUMN_S, estimate, shape_of
+    from pruning.config import CalibConfig, PruneConfig
+
+    shape, calib = shape_of(shape="llama-7b"), CalibConfig(nsamples=128, seqlen=2048)
+    wanda = estimate(shape, PruneConfig(method="wanda"), calib, device="h200-141gb", dtype="bfloat16")
+    sgpt = estimate(shape, PruneConfig(method="sparsegpt"), calib, device="h200-141gb", dtype="bfloat16")
+    H, I = 4096, 11008
+    hessians = 2 * 128 * 2048 * (3 * H * H + I * I) / (DEVICES["h200-141gb"].fp32_tflops * 1e12)
+    columns = 6 * H + I  # in_features of q, k, v, o, gate, up (H) and down (I)
+    assert sgpt.seconds_per_block - wanda.seconds_per_block == pytest.approx(hessians + columns * OBS_COLUMN_S)
