@@ -56,6 +56,13 @@ SPECS = {
     "besa-rtn": {"method": "besa", "besa_samples": 24, **W4G64, "quantizer": "rtn"},
     "sparsegpt-obs": {"method": "sparsegpt", **W4G64, "quantizer": "obs"},
     "besa-lwc": {"method": "besa", "besa_samples": 24, **W4G64, "quantizer": "lwc"},
+    # BESA's mask (learned without quantization), then GPTQ-style quantization of the kept weights
+    # (OBS error feedback among them); and the same quantizer on the dense model
+    "besa-obs": {"method": "besa", "besa_samples": 24, **W4G64, "quantizer": "obs"},
+    "dense-obs": {"method": "wanda", "sparsity": 0.0, **W4G64, "quantizer": "obs"},
+    # where the clipping learns: after BESA's mask is final, or joint and then again on the final mask
+    "besa-then-lwc": {"method": "besa", "besa_samples": 24, **W4G64, "quantizer": "lwc", "lwc_stage": "after"},
+    "besa-lwc-refine": {"method": "besa", "besa_samples": 24, **W4G64, "quantizer": "lwc", "lwc_stage": "refine"},
     "besa-lwc-recon": {"method": "besa", "besa_samples": 24, **W4G64, "quantizer": "lwc",
                        "besa_reconstruct": True, "besa_reconstruct_mode": "mask"},
 }

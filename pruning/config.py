@@ -11,6 +11,7 @@ from typing import Mapping
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "besa")
 QUANTIZERS = ("rtn", "lwc", "obs")
+LWC_STAGES = ("joint", "after", "refine")
 WBITS = (2, 3, 4, 8)
 IMPORTANCE = ("wanda", "magnitude", "sparsegpt")
 MAX_NSAMPLES = 1 << 16  # calibration segments: far beyond the 128 of the papers
@@ -116,6 +117,10 @@ class PruneConfig:
     quantizer: str | None = None
     lwc_lr: float = 0.05
     lwc_search: bool = True
+    # BESA + lwc: "joint" (clipping trains with the allocation: the paper's framework), "after"
+    # (BESA's mask first, then the clipping alone on it) or "refine" (joint, then the clipping
+    # trains alone on the final hard mask, starting from the joint result)
+    lwc_stage: str = "joint"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -143,6 +148,8 @@ class PruneConfig:
         self._check_quant()
 
     def _check_quant(self) -> None:
+        if self.lwc_stage not in LWC_STAGES:
+            raise ValueError(f"lwc_stage must be one of {', '.join(LWC_STAGES)}, got {self.lwc_stage!r}")
         if self.wbits is None:
             if self.quantizer is not None:
                 raise ValueError(f"quantizer {self.quantizer!r} needs a bit width (--wbits {'|'.join(map(str, WBITS))})")
@@ -200,6 +207,8 @@ class PruneConfig:
             out.update(wbits=self.wbits, group_size=self.group_size, quantizer=self.quant_method)
             if self.quant_method == "lwc":
                 out.update(lwc_lr=self.lwc_lr, lwc_search=self.lwc_search)
+                if self.method == "besa":
+                    out.update(lwc_stage=self.lwc_stage)
         out["weights_updated"] = self.updates_weights
         return out
 

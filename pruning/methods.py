@@ -118,7 +118,8 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
     learner = AllocationLearner({names[op]: lin.weight for op, lin in job.linears.items()}, scores, target,
                                 allocation=cfg.besa_allocation, step=cfg.besa_step,
                                 smoothing=cfg.besa_smoothing, init_width=cfg.besa_init_width)
-    if cfg.quant_method == "lwc":  # joint: clipping trains with the allocation, initialised on its start mask
+    if cfg.quant_method == "lwc" and cfg.lwc_stage != "after":
+        # joint: clipping trains with the allocation, initialised on its start mask
         start = learner.hard_masks()
         job.clip = learner.clip = make_clip(job, {op: lin.weight for op, lin in job.linears.items()},
                                             {op: start[names[op]] for op in job.linears}, names)

@@ -70,11 +70,12 @@ def make_clip(job, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tens
     return clip
 
 
-def _train_clip_alone(job, masks: dict[str, torch.Tensor]) -> ClipLearner:
-    """LWC on fixed masks: the block-reconstruction loop with only the clipping logits training."""
+def _train_clip_alone(job, masks: dict[str, torch.Tensor], clip: ClipLearner | None = None) -> ClipLearner:
+    """LWC on fixed masks: the block-reconstruction loop with only the clipping logits training
+    (from ``clip``'s logits when given, else a fresh initialisation)."""
     cfg, names = job.config, param_names(job.block, job.linears)
     weights = {op: lin.weight for op, lin in job.linears.items()}
-    clip = make_clip(job, weights, masks, names)
+    clip = clip if clip is not None else make_clip(job, weights, masks, names)
     learner = FixedMaskClip({names[op]: w for op, w in weights.items()},
                             {names[op]: m.to(weights[op].device) for op, m in masks.items()}, clip)
     with torch.enable_grad():
@@ -102,8 +103,8 @@ def quantize_block(job, masks: dict[str, torch.Tensor]) -> dict[str, QuantParams
     todo = [op for op in job.linears if op not in job.quant]
     if kind is None or not todo:
         return job.quant
-    if kind == "lwc" and job.clip is None:
-        job.clip = _train_clip_alone(job, {op: masks[op] for op in job.linears})
+    if kind == "lwc" and (job.clip is None or cfg.lwc_stage == "refine"):
+        job.clip = _train_clip_alone(job, {op: masks[op] for op in job.linears}, job.clip)
     names = param_names(job.block, job.linears)
     for op in todo:
         lin, mask = job.linears[op], masks[op].to(job.linears[op].weight.device)

@@ -19,7 +19,10 @@ Rules (45 nm, M. Horowitz, "Computing's energy problem", ISSCC 2014, unless set 
   measurement: set it for your process) times the op's latency. The only published figure
   found is a lower bound: the leakage of the arithmetic alone, 0.6% of a 32-bit MAC's
   full-rate power at 1 GHz in 40 nm (Aladdin, Shao et al., ISCA 2014: multiplier 12.68 pJ
-  and 80 uW, adder 0.21 pJ and 2.4 uW); SRAM leakage and the clock tree come on top.
+  and 80 uW, adder 0.21 pJ and 2.4 uW); SRAM leakage and the clock tree come on top. The
+  upper end is a whole chip without power gating: TPU v1 drew 88% of its full-load power at
+  10% load (Jouppi et al., ISCA 2017, "energy proportionality"; 40 W per die incremental at
+  full load), so a fit P(load) = S + load * D puts about 87% of its full-load power in S.
 """
 
 from __future__ import annotations

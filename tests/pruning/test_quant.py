@@ -82,6 +82,8 @@ def test_joint_besa_trains_both_parameter_sets():
     dict(method="sparsegpt"),                                                  # joint OBS (default for sparsegpt)
     dict(method="wanda"),                                                      # rtn (default for the others)
     dict(method="wanda", quantizer="lwc"),
+    dict(method="besa", lwc_stage="after"),                                    # BESA's mask, then LWC alone
+    dict(method="besa", lwc_stage="refine"),                                   # joint, then LWC on the final mask
 ])
 def test_every_method_quantizes_on_target(tiny_model, calib_ids, kw):
     result = prune_model(tiny_model, calib_ids, PruneConfig(sparsity=0.5, wbits=4, group_size=32, **kw))
@@ -125,3 +127,26 @@ def test_lwc_hand_written_backward_matches_autograd():
     assert torch.equal(out, fake_quant(w * keep, 3, 8, lo, hi).detach())
     for e, p in zip(expected, clip.parameters()):
         torch.testing.assert_close(p.grad, e)
+
+
+def _tiny():
+    from besa_hw.models import tiny_llama
+
+    return tiny_llama(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=256, seed=0)
+
+
+def test_lwc_stages(calib_ids):
+    """In block 0, "after" keeps BESA-alone's masks (the clipping does not see the allocation);
+    "refine" keeps the joint masks and retrains the clipping on them, so only its codes differ."""
+    base = dict(method="besa", sparsity=0.5, besa_epochs=1)
+    alone = prune_model(_tiny(), calib_ids, PruneConfig(**base))
+    quant = dict(base, wbits=4, group_size=32)
+    after = prune_model(_tiny(), calib_ids, PruneConfig(**quant, lwc_stage="after"))
+    joint = prune_model(_tiny(), calib_ids, PruneConfig(**quant))
+    refine = prune_model(_tiny(), calib_ids, PruneConfig(**quant, lwc_stage="refine"))
+    block0 = [k for k in alone.masks if k.startswith("model.layers.0.")]  # block 1 sees quantized inputs
+    assert all(torch.equal(after.masks[k], alone.masks[k]) for k in block0)
+    assert all(torch.equal(refine.masks[k], joint.masks[k]) for k in block0)
+    assert any(not torch.equal(refine.quant[k].codes, joint.quant[k].codes) for k in block0)
+    with pytest.raises(ValueError, match="lwc_stage"):
+        PruneConfig(lwc_stage="later")
