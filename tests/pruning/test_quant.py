@@ -150,3 +150,7 @@ def test_lwc_stages(calib_ids):
     assert any(not torch.equal(refine.quant[k].codes, joint.quant[k].codes) for k in block0)
     with pytest.raises(ValueError, match="lwc_stage"):
         PruneConfig(lwc_stage="later")
+    for bad in (dict(method="besa"), dict(method="wanda", wbits=4, quantizer="lwc"),
+                dict(method="besa", wbits=4, quantizer="rtn"), dict(method="besa", wbits=4, besa_reconstruct=True)):
+        with pytest.raises(ValueError, match="applies to --method besa"):
+            PruneConfig(**bad, lwc_stage="refine")
