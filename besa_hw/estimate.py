@@ -29,6 +29,9 @@ forward-equivalent passes of the method (Wanda 2N: the dense pass and the pruned
 2*out*in^2 FLOPs per Linear at ``OBS_EFFICIENCY``), divided by the device's sustained
 throughput. The throughputs are ``DEVICES``' entries: this CPU's measured by
 ``bench/prune_scale.py``, the GPUs' stated as assumptions (a fraction of the datasheet's bf16 peak).
+On a GPU, SparseGPT's OBS loop is timed per weight column instead (kernel launches bound it:
+``OBS_COLUMN_S``, measured on an H200) and its Hessians at the GPU's float32 rate; CUDA's fused
+attention (16-bit) holds no score matrix. ``bench/RESULTS-gpu.md`` compares all of it with an H200.
 """
 
 from __future__ import annotations
