@@ -26,8 +26,8 @@ from pathlib import Path
 
 from simulator.workload import SHAPES, ModelShape
 
-__all__ = ["TINY", "TensorSpec", "shape_names", "get_model_shape", "bundled_tokenizer", "saved_tokenizer", "llama_config",
-           "tensor_plan", "shard_plan", "checkpoint_bytes", "check_disk", "write_checkpoint"]
+__all__ = ["TINY", "TensorSpec", "shape_names", "get_model_shape", "bundled_tokenizer", "saved_tokenizer",
+           "llama_config", "tensor_plan", "shard_plan", "checkpoint_bytes", "check_disk", "write_checkpoint"]
 
 logger = logging.getLogger(__name__)
 

@@ -148,10 +148,10 @@ class PruneConfig:
         self._check_quant()
 
     def _check_quant(self) -> None:
+        self._check_lwc_stage()
         if self.wbits is None:
             if self.quantizer is not None:
                 raise ValueError(f"quantizer {self.quantizer!r} needs a bit width (--wbits {'|'.join(map(str, WBITS))})")
-            self._check_lwc_stage()
             return
         if self.wbits not in WBITS:
             raise ValueError(f"wbits must be one of {', '.join(map(str, WBITS))}, got {self.wbits}")
@@ -161,7 +161,6 @@ class PruneConfig:
             raise ValueError(f"unknown quantizer {self.quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
         if self.lwc_lr <= 0:
             raise ValueError(f"lwc_lr must be > 0, got {self.lwc_lr}")
-        self._check_lwc_stage()
 
     def _check_lwc_stage(self) -> None:
         if self.lwc_stage not in LWC_STAGES:
