@@ -78,6 +78,19 @@ $(SCALESIM_VENV)/.installed:
 	$(SCALESIM_VENV)/bin/pip install -q scalesim==3.0.0 'numpy<2'
 	touch $@
 
+# CACTI 7 as the peer for SRAM energy and leakage (bench/validate_cacti.py); needs git and g++.
+CACTI_DIR := .cacti
+CACTI_COMMIT := 1ffd8df
+$(CACTI_DIR)/cacti:
+	rm -rf $(CACTI_DIR)
+	git clone -q https://github.com/HewlettPackard/cacti $(CACTI_DIR)
+	git -C $(CACTI_DIR) checkout -q $(CACTI_COMMIT)
+	$(MAKE) -C $(CACTI_DIR) -j2
+
+.PHONY: cacti
+cacti: $(CACTI_DIR)/cacti
+
 .PHONY: validate
-validate: install $(SCALESIM_VENV)/.installed
+validate: install $(SCALESIM_VENV)/.installed $(CACTI_DIR)/cacti
 	$(PY) bench/validate_scalesim.py
+	$(PY) bench/validate_cacti.py

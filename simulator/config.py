@@ -39,6 +39,8 @@ MAX_PE_DIM = 1 << 16  # PE rows or columns: far beyond any built array, small en
 ROW_SCHEDULES = ("round-robin", "balanced")
 SPLIT_GRANULARITIES = ("pe", "column")
 DENSE_ENGINES = ("lanes", "systolic-os", "systolic-ws")
+# ITRS device types of CACTI's SRAM model, from leakiest (fastest) to least leaky.
+SRAM_DEVICES = ("itrs-hp", "itrs-lop", "itrs-lstp")
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,13 @@ class HardwareConfig:
     sparse_format: str = "csr"
     double_buffer: bool = True
     # Energy (simulator/energy.py): 0 = derived from the operand widths (MAC), from each
-    # buffer's size (SRAM) and as 10% of the array's peak MAC power (static; an assumption).
+    # buffer's size (SRAM) and from the leakage of the MACs and buffers (static: Aladdin's
+    # arithmetic, CACTI's SRAM of the `sram_device` type; no clock tree).
     mac_pj: float = 0.0
     sram_pj_per_byte: float = 0.0
     dram_pj_per_byte: float = 160.0
     static_mw: float = 0.0
+    sram_device: str = "itrs-lstp"  # Accelergy's CACTI default; itrs-lop / itrs-hp leak ~900x / 18,000x more
 
     def __post_init__(self) -> None:
         for f in ("freq_mhz", "weight_sram_kib", "index_sram_kib", "act_sram_kib",
@@ -138,6 +142,7 @@ class HardwareConfig:
         _check_choice("row_schedule", self.row_schedule, ROW_SCHEDULES)
         _check_choice("split_granularity", self.split_granularity, SPLIT_GRANULARITIES)
         _check_choice("dense_engine", self.dense_engine, DENSE_ENGINES)
+        _check_choice("sram_device", self.sram_device, SRAM_DEVICES)
         if not (isinstance(self.dram_efficiency, (int, float)) and 0.0 < self.dram_efficiency <= 1.0):
             raise ValueError(f"hardware: dram_efficiency must be in (0, 1], got {self.dram_efficiency!r}")
         if not 0.0 < self.dense_pe_fraction < 1.0:

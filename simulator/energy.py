@@ -15,14 +15,19 @@ Rules (45 nm, M. Horowitz, "Computing's energy problem", ISSCC 2014, unless set 
   registers are not counted.
 * **DRAM**: ``dram_pj_per_byte`` per byte moved (default 160 pJ/B, the low end of Horowitz's
   1.3-2.6 nJ per 64-bit access).
-* **Static** (``static_mw`` 0 = 10% of the PE array's peak MAC power, an assumption, not a
-  measurement: set it for your process) times the op's latency. The only published figure
-  found is a lower bound: the leakage of the arithmetic alone, 0.6% of a 32-bit MAC's
-  full-rate power at 1 GHz in 40 nm (Aladdin, Shao et al., ISCA 2014: multiplier 12.68 pJ
-  and 80 uW, adder 0.21 pJ and 2.4 uW); SRAM leakage and the clock tree come on top. The
-  upper end is a whole chip without power gating: TPU v1 drew 88% of its full-load power at
-  10% load (Jouppi et al., ISCA 2017, "energy proportionality"; 40 W per die incremental at
-  full load), so a fit P(load) = S + load * D puts about 87% of its full-load power in S.
+* **Static** (``static_mw`` 0 = the leakage of the MACs and the buffers; no clock tree):
+  times the op's latency. Every PE and vector lane leaks 6.39 uW per pJ of its MAC energy,
+  the ratio of Aladdin's 40 nm characterisation (Shao et al., ISCA 2014, as tabulated in
+  Accelergy's hwcomponents library: a 32-bit multiplier 12.68 pJ and 80 uW, a 32-bit adder
+  0.21 pJ and 2.4 uW at 1 GHz). Each buffer leaks what CACTI 7 gives for a 45 nm scratch
+  RAM of its size, 64-bit port, one bank, 300 K, with ``sram_device``'s ITRS cells
+  (``SRAM_LEAK_MW``, from ``bench/validate_cacti.py``; interpolated log-log). The default,
+  itrs-lstp, is what Accelergy's CACTI plug-in uses; itrs-lop and itrs-hp cells leak about
+  900 and 18,000 times more. The clock tree and control draw power whether or not a MAC
+  fires and are not modelled: a whole chip without power gating is the other extreme, TPU v1
+  drew 88% of its full-load power at 10% load (Jouppi et al., ISCA 2017), about 87%
+  load-independent in a linear fit. Set ``static_mw`` to your chip's figure to replace the
+  rule.
 """
 
 from __future__ import annotations
@@ -32,11 +37,19 @@ from dataclasses import dataclass
 
 from simulator.config import HardwareConfig
 
-__all__ = ["EnergyBreakdown", "mac_pj", "sram_pj_per_byte", "static_mw", "op_energy"]
+__all__ = ["EnergyBreakdown", "mac_pj", "sram_pj_per_byte", "sram_leak_mw", "static_mw", "op_energy"]
 
 # (buffer size in KiB, pJ per 64-bit access): Horowitz, ISSCC 2014.
 _SRAM_POINTS = ((8.0, 10.0), (32.0, 20.0), (1024.0, 100.0))
-STATIC_FRACTION = 0.10
+# Leakage per pJ of MAC energy, uW/pJ: Aladdin's 32-bit multiplier + adder (see the rules).
+MAC_LEAK_UW_PER_PJ = (80.0 + 2.4) / (12.68 + 0.21)
+# (KiB, mW of subthreshold + gate leakage per bank): CACTI 7, 45 nm, see bench/validate_cacti.py.
+SRAM_LEAK_KIB = (8, 16, 32, 64, 128, 256, 512, 1024, 4096, 32768)
+SRAM_LEAK_MW = {
+    "itrs-hp": (5.12, 10.1, 18.9, 37.9, 69.1, 138, 276, 553, 2210, 17600),
+    "itrs-lop": (0.251, 0.443, 0.886, 1.54, 3.09, 6.17, 11.6, 24.6, 96.8, 778),
+    "itrs-lstp": (0.000285, 0.000515, 0.00101, 0.00185, 0.00371, 0.00741, 0.014, 0.0279, 0.111, 0.886),
+}
 
 
 @dataclass(frozen=True)
@@ -61,21 +74,35 @@ def mac_pj(hw: HardwareConfig) -> float:
     return 1.1 + 0.4 if width <= 16 else 3.7 + 0.9
 
 
+def _log_log(points: tuple[tuple[float, float], ...], x: float) -> float:
+    """Piecewise-linear in log-log through ``points`` (sorted by x), the end segments extended."""
+    x = math.log(max(x, 1e-6))
+    logs = [(math.log(a), math.log(b)) for a, b in points]
+    i = next((i for i in range(1, len(logs) - 1) if x <= logs[i][0]), len(logs) - 1)
+    (x0, y0), (x1, y1) = logs[i - 1], logs[i]
+    return math.exp(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
 def sram_pj_per_byte(hw: HardwareConfig, kib: float) -> float:
     """Energy per byte of one access to a buffer of ``kib`` KiB (see the module rules)."""
     if hw.sram_pj_per_byte > 0:
         return hw.sram_pj_per_byte
-    pts = [(math.log(k), math.log(e)) for k, e in _SRAM_POINTS]
-    x = math.log(max(kib, 1e-6))
-    (x0, y0), (x1, y1) = (pts[0], pts[1]) if x <= pts[1][0] else (pts[1], pts[2])
-    return math.exp(y0 + (y1 - y0) * (x - x0) / (x1 - x0)) / 8
+    return _log_log(_SRAM_POINTS, kib) / 8
+
+
+def sram_leak_mw(device: str, kib: float) -> float:
+    """Leakage in mW of a ``kib`` KiB buffer of ITRS ``device`` cells (CACTI 7, 45 nm, 300 K)."""
+    return _log_log(tuple(zip(SRAM_LEAK_KIB, SRAM_LEAK_MW[device])), kib)
 
 
 def static_mw(hw: HardwareConfig) -> float:
     """Static power in mW (see the module rules)."""
     if hw.static_mw > 0:
         return hw.static_mw
-    return STATIC_FRACTION * hw.num_pes * mac_pj(hw) * hw.freq_mhz * 1e-3  # pJ x MHz = uW
+    logic = (hw.num_pes + hw.vector_lanes) * mac_pj(hw) * MAC_LEAK_UW_PER_PJ * 1e-3
+    buffers = sum(sram_leak_mw(hw.sram_device, getattr(hw, f"{kind}_sram_kib"))
+                  for kind in ("weight", "index", "act", "out"))
+    return logic + buffers
 
 
 def op_energy(hw: HardwareConfig, macs: float, weight_bytes: float, index_bytes: float, act_bytes: float,

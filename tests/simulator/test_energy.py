@@ -1,10 +1,16 @@
 """Energy follows the hardware: operand widths, buffer sizes, latency (Horowitz, ISSCC 2014)."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from simulator import LayerOp, Simulator, apply_overrides, load_hardware
-from simulator.energy import mac_pj, sram_pj_per_byte, static_mw
+from simulator.config import SRAM_DEVICES
+from simulator.energy import SRAM_LEAK_KIB, SRAM_LEAK_MW, mac_pj, sram_leak_mw, sram_pj_per_byte, static_mw
+
+CACTI_RUNS = Path(__file__).resolve().parents[2] / "bench" / "cacti_results.json"
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +36,56 @@ def test_sram_energy_follows_the_buffer_size(hw):
 
 
 def test_static_energy_is_power_times_latency(hw):
-    assert static_mw(hw) == pytest.approx(0.1 * 4096 * 0.23 * 500 * 1e-3)  # 10% of peak MAC power, mW
     fixed = apply_overrides(hw, {"static_mw": 100.0})
+    assert static_mw(fixed) == 100.0  # an explicit value replaces the rule
     res = Simulator(fixed).run_op(LayerOp(0, "q_proj", 256, 256, 1))
     assert res.energy_static_pj == pytest.approx(100.0 * res.sparse_cycles / 500 * 1e3)  # mW x us = nJ
+
+
+def test_static_power_is_the_leakage_of_the_macs_and_buffers(hw):
+    # Buffers at table points, so each leaks exactly what CACTI gave.
+    at_points = apply_overrides(hw, {"weight_sram_kib": 8.0, "index_sram_kib": 16.0, "act_sram_kib": 32.0,
+                                     "out_sram_kib": 64.0})
+    logic = (4096 + 64) * 0.23 * (80.0 + 2.4) / (12.68 + 0.21) * 1e-3  # PEs + vector lanes, Aladdin's uW/pJ
+    assert static_mw(at_points) == pytest.approx(logic + 0.000285 + 0.000515 + 0.00101 + 0.00185)
+    hp = apply_overrides(at_points, {"sram_device": "itrs-hp"})
+    assert static_mw(hp) == pytest.approx(logic + 5.12 + 10.1 + 18.9 + 37.9)
+    # fp16 MACs leak in proportion to their energy
+    fp16 = apply_overrides(at_points, {"weight_bits": 16, "act_bits": 16})
+    assert static_mw(fp16) - static_mw(at_points) == pytest.approx(logic * (1.5 / 0.23 - 1))
+
+
+def test_sram_leakage_grows_with_size_and_with_the_device():
+    for device in SRAM_DEVICES:
+        assert sram_leak_mw(device, 64) == pytest.approx(SRAM_LEAK_MW[device][SRAM_LEAK_KIB.index(64)])
+        sizes = [sram_leak_mw(device, kib) for kib in (4, 8, 53, 108, 1024, 65536)]
+        assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+        mid = sram_leak_mw(device, 2 ** 4.5)  # log-log midpoint of 16 and 32 KiB
+        assert mid == pytest.approx(np.sqrt(sram_leak_mw(device, 16) * sram_leak_mw(device, 32)))
+    for kib in (8, 53, 1024):
+        assert sram_leak_mw("itrs-hp", kib) > sram_leak_mw("itrs-lop", kib) > sram_leak_mw("itrs-lstp", kib)
+
+
+def test_leakage_table_is_what_cacti_gave():
+    """bench/cacti_results.json holds CACTI's raw output (bench/validate_cacti.py --save)."""
+    runs = json.loads(CACTI_RUNS.read_text())["runs"]
+    assert {(r["device"], r["kib"]) for r in runs} == {(d, k) for d in SRAM_DEVICES for k in SRAM_LEAK_KIB}
+    for r in runs:
+        cacti = r["leak_mw"] + r["gate_mw"]
+        assert SRAM_LEAK_MW[r["device"]][SRAM_LEAK_KIB.index(r["kib"])] == pytest.approx(cacti, rel=0.006)
+
+
+def test_bigger_leaky_buffers_cost_static_energy(hw):
+    small = apply_overrides(hw, {"sram_device": "itrs-hp"})
+    big = apply_overrides(small, {"weight_sram_kib": 530.0, "out_sram_kib": 1080.0})
+    op = LayerOp(0, "q_proj", 256, 256, 1)
+    a, b = Simulator(small).run_op(op), Simulator(big).run_op(op)
+    assert b.energy_static_pj > a.energy_static_pj
+
+
+def test_unknown_sram_device_is_refused(hw):
+    with pytest.raises(ValueError, match="sram_device must be one of itrs-hp, itrs-lop, itrs-lstp"):
+        apply_overrides(hw, {"sram_device": "finfet"})
 
 
 def test_breakdown_adds_up_and_fp16_costs_more(hw):
