@@ -90,7 +90,9 @@ $(CACTI_DIR)/cacti:
 .PHONY: cacti
 cacti: $(CACTI_DIR)/cacti
 
-.PHONY: validate
-validate: install $(SCALESIM_VENV)/.installed $(CACTI_DIR)/cacti
+.PHONY: validate validate-cacti
+validate: install $(SCALESIM_VENV)/.installed
 	$(PY) bench/validate_scalesim.py
+
+validate-cacti: install $(CACTI_DIR)/cacti
 	$(PY) bench/validate_cacti.py
