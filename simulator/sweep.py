@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import multiprocessing as mp
 import os
+import signal
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -102,12 +103,21 @@ def _pool_map(fn: Callable, tasks: list, workers: int, tick: Callable[[], None])
             out.append(fn(t))
             tick()
         return out
-    with mp.get_context("fork").Pool(workers) as pool:
+    with mp.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
         out = []
         for r in pool.imap(fn, tasks):
             out.append(r)
             tick()
+        pool.close()  # let the workers exit on their own instead of being terminated
+        pool.join()
         return out
+
+
+def _worker_signals() -> None:
+    """Forked workers drop the parent's handlers: Ctrl-C is the parent's to handle, and the
+    pool's SIGTERM (on an error or Ctrl-C) ends a worker without a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]], compute_only: bool = False,

@@ -51,3 +51,26 @@ def test_dask_local_cluster_gives_the_process_pool_numbers():
     _, pool = run_sweep(ops, points, workers=1)
     _, dask = run_sweep(ops, points, workers=1, scheduler="local")
     pd.testing.assert_frame_equal(pool, dask)
+
+
+def _handlers(_):
+    import signal
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def test_pool_workers_leave_signals_to_the_parent(monkeypatch):
+    """The CLI turns SIGTERM into KeyboardInterrupt; forked workers must not inherit that, or the
+    pool's shutdown prints a traceback per worker after a successful sweep."""
+    import signal
+
+    from simulator.sweep import _pool_map
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        got = _pool_map(_handlers, [0, 1, 2, 3], workers=2, tick=lambda: None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert got == [(signal.SIG_IGN, signal.SIG_DFL)] * 4
