@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -158,6 +159,8 @@ def _dask_rows(points: list[tuple[dict, HardwareConfig]], compute_only: bool, wo
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise ValueError("--scheduler needs Dask: pip install 'besa-hw[cluster]'") from None
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # every worker's start and stop is an INFO line
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) if scheduler == "local" else None
     try:
         with Client(cluster if cluster is not None else scheduler, timeout="10s") as client:
