@@ -105,7 +105,7 @@ class HardwareConfig:
     sram_pj_per_byte: float = 0.0
     dram_pj_per_byte: float = 160.0
     static_mw: float = 0.0
-    sram_device: str = "itrs-lstp"  # Accelergy's CACTI default; itrs-lop / itrs-hp leak ~900x / 18,000x more
+    sram_device: str = "itrs-lstp"  # Accelergy's CACTI default; itrs-lop / itrs-hp leak ~850x / ~19,000x more
 
     def __post_init__(self) -> None:
         for f in ("freq_mhz", "weight_sram_kib", "index_sram_kib", "act_sram_kib",

@@ -23,7 +23,7 @@ Rules (45 nm, M. Horowitz, "Computing's energy problem", ISSCC 2014, unless set 
   RAM of its size, 64-bit port, one bank, 300 K, with ``sram_device``'s ITRS cells
   (``SRAM_LEAK_MW``, from ``bench/validate_cacti.py``; interpolated log-log). The default,
   itrs-lstp, is what Accelergy's CACTI plug-in uses; itrs-lop and itrs-hp cells leak about
-  900 and 18,000 times more. The clock tree and control draw power whether or not a MAC
+  850 and 19,000 times more. The clock tree and control draw power whether or not a MAC
   fires and are not modelled: a whole chip without power gating is the other extreme, TPU v1
   drew 88% of its full-load power at 10% load (Jouppi et al., ISCA 2017), about 87%
   load-independent in a linear fit. Set ``static_mw`` to your chip's figure to replace the

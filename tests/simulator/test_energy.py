@@ -75,12 +75,17 @@ def test_leakage_table_is_what_cacti_gave():
         assert SRAM_LEAK_MW[r["device"]][SRAM_LEAK_KIB.index(r["kib"])] == pytest.approx(cacti, rel=0.006)
 
 
-def test_bigger_leaky_buffers_cost_static_energy(hw):
+def test_bigger_leaky_buffers_cost_static_power(hw):
     small = apply_overrides(hw, {"sram_device": "itrs-hp"})
     big = apply_overrides(small, {"weight_sram_kib": 530.0, "out_sram_kib": 1080.0})
+    extra = (sram_leak_mw("itrs-hp", 530) - sram_leak_mw("itrs-hp", 53)
+             + sram_leak_mw("itrs-hp", 1080) - sram_leak_mw("itrs-hp", 108))
+    assert extra > 400  # mW: hp cells, about 0.5 mW per KiB
+    assert static_mw(big) - static_mw(small) == pytest.approx(extra)
     op = LayerOp(0, "q_proj", 256, 256, 1)
     a, b = Simulator(small).run_op(op), Simulator(big).run_op(op)
-    assert b.energy_static_pj > a.energy_static_pj
+    per_cycle = [r.energy_static_pj / r.sparse_cycles for r in (a, b)]
+    assert per_cycle[1] / per_cycle[0] == pytest.approx(static_mw(big) / static_mw(small))
 
 
 def test_unknown_sram_device_is_refused(hw):

@@ -1,3 +1,5 @@
+import multiprocessing
+
 import pandas as pd
 import pytest
 
@@ -58,7 +60,9 @@ def _handlers(_):
     return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
 
-def test_pool_workers_leave_signals_to_the_parent(monkeypatch):
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="the process pool needs fork")
+def test_pool_workers_leave_signals_to_the_parent():
     """The CLI turns SIGTERM into KeyboardInterrupt; forked workers must not inherit that, or the
     pool's shutdown prints a traceback per worker after a successful sweep."""
     import signal
