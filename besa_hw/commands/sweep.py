@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         figures = sweep_figures(totals, list(grid), stage)
     out = Path(args.out)
     shown = list(grid) + ["speedup_linear", "speedup_e2e", "memory_bound_fraction", "latency_us", "energy_saving"]
-    print(totals[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    table = totals[shown].assign(energy_uj=totals["energy_pj"] / 1e6)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(points)} points x {len(ops)} ops ({spec.phase}, {spec.n_tokens} tokens) in {seconds:.1f} s; "
           f"wrote {out}/sweep.csv, points.csv" + (f" and {', '.join(f.name for f in figures)}" if figures else ""))
     return 0
