@@ -31,6 +31,10 @@ def test_simulate_writes_layers_and_summary(tmp_path, capsys):
     assert summary.speedup.iloc[-1] == pytest.approx(layers.dense_cycles.sum() / layers.sparse_cycles.sum())
     printed = capsys.readouterr().out
     assert "down_proj" in printed and "Linear-only" in printed and "end-to-end" in printed and "tokens/s" in printed
+    total = summary.iloc[-1]
+    parts = [total[f"energy_{p}_pj"] / total.energy_pj * 100 for p in ("mac", "sram", "dram", "static")]
+    assert f"energy: {total.energy_pj / 1e9:.3f} mJ per step (dense {total.dense_energy_pj / 1e9:.3f} mJ" in printed
+    assert f"MAC {parts[0]:.2g}%, SRAM {parts[1]:.2g}%, DRAM {parts[2]:.2g}%, static {parts[3]:.2g}%" in printed
 
 
 def test_golden_layers_csv(tmp_path):
