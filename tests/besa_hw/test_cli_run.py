@@ -33,6 +33,7 @@ def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys, 
     assert "(the held-out last 25%; calibration uses the rest)" in md and "(the first 75%; evaluation" in md
     assert f"Linear-only {decode.speedup.iloc[-2]:.3f}x, end-to-end {decode.speedup.iloc[-1]:.3f}x" in printed
     assert "tokens/s" in printed and "report:" in printed
+    assert f"energy {decode.energy_saving.iloc[-1]:.3f}x less" in printed
     assert f"pruned {ppl['pruned']:.2f}" in printed
     # Reuse the finished run on other hardware: no pruning, new simulation.
     assert main(run_args(tiny_model_dir, text_file, out, "--reuse", "--hw", "vitcod-64x8",
