@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         figures.allocation_overlay(alloc, stage / "allocations.png")
     out = Path(args.out)
     shown = [c for c in SHOWN if c in table.columns]
-    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(table[shown].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(table)} allocations on {hw.name}; wrote {out}/compare.csv, allocations.csv, layers.csv, "
           "tradeoff.png, allocations.png")
     return 0
