@@ -226,13 +226,18 @@ def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
 def step_metrics(summary: pd.DataFrame, hw: HardwareConfig, tokens: int) -> dict[str, float]:
     """Headline numbers of one simulated step (a `summarize` table): Linear-only and end-to-end
     speedup, latency in ms at the preset clock and tokens/s (``tokens`` produced or consumed by
-    the step: the batch in decode, the prompt in prefill), sparse and dense; with the
-    ``speedup_vs_fp16`` column, the end-to-end speedup against a dense fp16 model too."""
+    the step: the batch in decode, the prompt in prefill), sparse and dense; the step's energy in
+    mJ, sparse and dense, and each part's share of it; with the ``speedup_vs_fp16`` column, the
+    end-to-end speedup against a dense fp16 model too."""
     rows = summary.set_index(summary.columns[0])
     total = rows.loc["total"]
     linear = rows.loc["linear"] if "linear" in rows.index else total
     ms, dense_ms = hw.cycles_to_us(total.sparse_cycles) / 1e3, hw.cycles_to_us(total.dense_cycles) / 1e3
     extra = {"speedup_e2e_vs_fp16": float(total.speedup_vs_fp16)} if "speedup_vs_fp16" in rows else {}
+    extra |= {f"energy_{part}_share": float(total[f"energy_{part}_pj"] / total.energy_pj)
+              for part in ("mac", "sram", "dram", "static")}
+    extra |= {"energy_mj": float(total.energy_pj) / 1e9, "dense_energy_mj": float(total.dense_energy_pj) / 1e9,
+              "energy_saving": float(total.energy_saving)}
     return extra | {"speedup_linear": float(linear.speedup), "speedup_e2e": float(total.speedup),
             "latency_ms": ms, "dense_latency_ms": dense_ms,
             "tokens_per_s": tokens / (ms / 1e3) if ms > 0 else float("inf"),

@@ -125,7 +125,7 @@ def print_summary(out: Path, manifest: dict, ppl: dict, totals: dict, report, ti
         print(f"{ph} ({phases[ph]} tokens, {scope}) on {hw.name}: speedup vs dense Linear-only "
               f"{m['speedup_linear']:.3f}x, end-to-end {m['speedup_e2e']:.3f}x; {m['latency_ms']:.3f} ms, "
               f"{m['tokens_per_s']:.1f} tokens/s (dense {m['dense_tokens_per_s']:.1f}); "
-              f"energy {summary[summary.op == 'total'].energy_saving.iloc[0]:.3f}x less")
+              f"energy {m['energy_saving']:.3f}x less")
     if report is not None:
         print(f"report: {report}")
     print(f"total {seconds:.0f} s ({steps})")

@@ -56,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
           + (f" (vs dense fp16: {m['speedup_e2e_vs_fp16']:.3f}x)" if "speedup_e2e_vs_fp16" in m else "") + "; "
           f"{m['latency_ms']:.3f} ms per step, {m['tokens_per_s']:.1f} tokens/s "
           f"(dense {m['dense_tokens_per_s']:.1f}); simulated in {seconds:.1f} s")
-    print(energy_line(summary[summary.op == "total"].iloc[0]))
+    shares = ", ".join(f"{name} {m[f'energy_{name.lower()}_share'] * 100:.2g}%"
+                       for name in ("MAC", "SRAM", "DRAM", "static"))
+    print(f"energy: {m['energy_mj']:.3f} mJ per step (dense {m['dense_energy_mj']:.3f} mJ, "
+          f"{m['energy_saving']:.3f}x less); {shares}")
     if args.out:
         with staged_dir(args.out, "simulate", overwrite=args.overwrite) as out:
             write_table(layers, out / "layers.csv")
@@ -66,10 +69,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/layers.csv, summary.csv, blocks.csv, hardware.json")
     return 0
 
-
-def energy_line(total) -> str:
-    """The step's energy, dense energy and the share of each part (the summary's total row)."""
-    parts = {name: total[f"energy_{name.lower()}_pj"] for name in ("MAC", "SRAM", "DRAM", "static")}
-    shares = ", ".join(f"{name} {value / total['energy_pj'] * 100:.2g}%" for name, value in parts.items())
-    return (f"energy: {total['energy_pj'] / 1e9:.3f} mJ per step (dense {total['dense_energy_pj'] / 1e9:.3f} mJ, "
-            f"{total['energy_saving']:.3f}x less); {shares}")

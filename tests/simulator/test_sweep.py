@@ -1,4 +1,5 @@
 import multiprocessing
+import signal
 
 import pandas as pd
 import pytest
@@ -56,7 +57,6 @@ def test_dask_local_cluster_gives_the_process_pool_numbers():
 
 
 def _handlers(_):
-    import signal
     return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
 
@@ -65,8 +65,6 @@ def _handlers(_):
 def test_pool_workers_leave_signals_to_the_parent():
     """The CLI turns SIGTERM into KeyboardInterrupt; forked workers must not inherit that, or the
     pool's shutdown prints a traceback per worker after a successful sweep."""
-    import signal
-
     from simulator.sweep import _pool_map
 
     def raise_interrupt(signum, frame):
