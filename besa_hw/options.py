@@ -47,6 +47,14 @@ def phase_tokens(args: argparse.Namespace) -> dict[str, int]:
     return {n: check_tokens(tokens[n], f"--{n}-tokens") for n in names}
 
 
+def add_eval_part_arg(p) -> None:
+    """--eval-part, for the commands that evaluate perplexity (eval, run)."""
+    p.add_argument("--eval-part", choices=("auto", "all", "held-out"), default="auto",
+                   help="what evaluation reads of pydoc or FILE: all of it from its start (the literature's "
+                        "protocol), or the held-out last 25%%; auto (default): held-out for pydoc and for the text "
+                        "the run split for calibration, all otherwise")
+
+
 def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -> None:
     src = p.add_mutually_exclusive_group(required=require_source)
     src.add_argument("--run", metavar="RUN_DIR", help="a pruning run folder (masks.safetensors + manifest.json)")
@@ -129,8 +137,12 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
     g.add_argument("--nm", help="N:M pattern, e.g. 2:4 (keep N of every M)")
     g.add_argument("--profile", help="per-layer sparsity JSON {module_path: sparsity} or a run manifest.json")
     g.add_argument("--calib", default="pydoc",
-                   help="pydoc | FILE | wikitext2 | c4 (default pydoc); segments come from the first 75%% of "
-                        "pydoc or FILE (the last 25%% is held out for evaluation), the train split of wikitext2")
+                   help="pydoc | FILE | wikitext2 | c4 (default pydoc): the calibration text (the train split of "
+                        "wikitext2)")
+    g.add_argument("--calib-part", choices=("auto", "all", "first"), default="auto",
+                   help="what calibration samples of pydoc or FILE: all of it, or the first 75%% (the rest held "
+                        "out for evaluation); auto (default): first for pydoc and for a text that evaluation also "
+                        "reads, all otherwise")
     g.add_argument("--nsamples", type=int, default=nsamples, help=f"calibration segments (default {nsamples})")
     g.add_argument("--seqlen", type=int, default=seqlen, help=f"tokens per segment (default {seqlen})")
     g.add_argument("--epochs", type=int, help="BESA epochs (default 1)")
@@ -218,4 +230,7 @@ def build_configs(args: argparse.Namespace):
         cfg = PruneConfig(method=args.method, seed=args.seed, **fields)
     except TypeError as exc:
         raise ValueError(f"bad preset field: {exc}") from exc
-    return cfg, CalibConfig(args.calib, args.nsamples, args.seqlen, args.seed)
+    from pruning.calibration import calibration_part
+
+    calibration_part(args.calib, args.calib_part)  # --calib-part given for a hub dataset fails here
+    return cfg, CalibConfig(args.calib, args.nsamples, args.seqlen, args.seed, args.calib_part)

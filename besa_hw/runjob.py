@@ -22,14 +22,19 @@ __all__ = ["EvalConfig", "Timings", "simulate_run", "evaluate_run", "evaluate_ru
 @dataclass(frozen=True)
 class EvalConfig:
     """Perplexity evaluation: the first `max_windows` (None: all) non-overlapping windows of the
-    held-out evaluation part of `data` (see pruning.calibration)."""
+    `part` of `data` that evaluation reads (auto | all | held-out; see pruning.calibration)."""
 
     data: str = "pydoc"
     seqlen: int = 512
     max_windows: int | None = 16
     enabled: bool = True
+    part: str = "auto"
 
     def __post_init__(self) -> None:
+        from pruning.config import EVAL_PARTS
+
+        if self.part not in EVAL_PARTS:
+            raise ValueError(f"evaluation part must be one of {', '.join(EVAL_PARTS)}, got {self.part!r}")
         if self.seqlen < 2:
             raise ValueError(f"evaluation seqlen must be >= 2, got {self.seqlen}")
         if self.max_windows is not None and self.max_windows < 1:
@@ -91,7 +96,7 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     """
     from besa_hw.runs import load_run_model, read_finished_run, saved_model_dir
     from besa_hw.models import check_context, load_model
-    from pruning.calibration import load_text, tokenize
+    from pruning.calibration import evaluation_part, text_of, tokenize
     from pruning.eval import perplexity
     from pruning.export import read_manifest
 
@@ -99,18 +104,19 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     spec = manifest["model"]
     saved_model_dir(run_dir)  # fail before any evaluation if the run cannot be reproduced
     read_finished_run(run_dir)  # and if it is partial, or its masks unreadable, of the wrong dtype or shape, missing
-    check_held_out(manifest.get("calibration"), ev.data)
+    part = evaluation_part(ev.data, ev.part, manifest.get("calibration"))
+    check_held_out(manifest.get("calibration"), ev.data, part)
     base = dense_ppl = ids = None
     if dense:
         base = load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
         check_context(base[0], seqlen=ev.seqlen)
-        ids = tokenize(base[1], load_text(ev.data, "evaluation"))
+        ids = tokenize(base[1], text_of(ev.data, "evaluation", part))
         dense_ppl = perplexity(base[0], ids, ev.seqlen, ev.max_windows, progress=progress)
     lm, tok, _ = load_run_model(run_dir, device, base=base)
     check_context(lm, seqlen=ev.seqlen)
-    ids = tokenize(tok, load_text(ev.data, "evaluation")) if ids is None else ids
+    ids = tokenize(tok, text_of(ev.data, "evaluation", part)) if ids is None else ids
     pruned = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
-    return record_perplexity(run_dir, ev, dense_ppl, pruned, ids.numel())
+    return record_perplexity(run_dir, ev, part, dense_ppl, pruned, ids.numel())
 
 
 def evaluate_run_tasks(run_dir: str | Path, loaded, cfg, device: str, dense: bool = False) -> dict:
@@ -133,31 +139,28 @@ def evaluate_run_tasks(run_dir: str | Path, loaded, cfg, device: str, dense: boo
     return record_tasks(run_dir, pruned, dense_results)
 
 
-def check_held_out(calibration: dict | None, eval_source: str) -> None:
-    """Refuse evaluation text that overlaps a run's calibration text (ValueError); warn for runs
-    calibrated before calibration and evaluation were split."""
-    from pruning.calibration import HUB_SOURCES, check_disjoint
+def check_held_out(calibration: dict | None, eval_source: str, eval_part: str | None) -> None:
+    """Refuse evaluation text that overlaps a run's calibration text (ValueError)."""
+    from pruning.calibration import HUB_SOURCES, check_disjoint, recorded_part
 
     source = (calibration or {}).get("dataset")
     if source is None:  # magnitude pruning uses no data
         return
-    if "split" not in calibration:
-        if source == eval_source:
-            logger.warning("this run was calibrated on the whole of %s, before calibration and evaluation "
-                           "were split: its perplexity on the held-out part may be optimistic", source)
-        return
     if source not in ("pydoc", *HUB_SOURCES) and not Path(source).is_file():
         logger.warning("calibration text %s not found: overlap with %s not checked", source, eval_source)
         return
-    logger.info("calibration vs evaluation text: %s", check_disjoint(source, eval_source))
+    logger.info("calibration vs evaluation text: %s",
+                check_disjoint(source, recorded_part(calibration), eval_source, eval_part))
 
 
-def record_perplexity(run_dir: str | Path, ev: EvalConfig, dense: float | None, pruned: float, n_tokens: int) -> dict:
+def record_perplexity(run_dir: str | Path, ev: EvalConfig, part: str | None, dense: float | None, pruned: float,
+                      n_tokens: int) -> dict:
     from pruning.calibration import describe_split
     from pruning.export import update_manifest
 
     ppl = {"dense": dense, "pruned": pruned, "data": ev.data, "seqlen": ev.seqlen,
-           "windows": min(n_tokens // ev.seqlen, ev.max_windows or n_tokens), **describe_split(ev.data, "evaluation")}
+           "windows": min(n_tokens // ev.seqlen, ev.max_windows or n_tokens),
+           **describe_split(ev.data, "evaluation", part)}
     update_manifest(run_dir, {"perplexity": ppl})
     return ppl
 
@@ -169,7 +172,7 @@ def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str |
     from besa_hw.runs import write_result
     from besa_hw.models import check_context, load_model
     from pruning import prune_model
-    from pruning.calibration import get_calibration, load_text, tokenize
+    from pruning.calibration import evaluation_part, get_calibration, text_of, tokenize
     from pruning.eval import perplexity
     from pruning.sequential import check_model_fits
 
@@ -180,9 +183,10 @@ def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str |
     check_context(lm, seqlen=calib.seqlen, eval_seqlen=ev.seqlen if ev.enabled else None)
     timings.add("load", t)
     ids = dense = None
+    part = evaluation_part(ev.data, ev.part, {"dataset": calib.source, "part": calib.part})
     if ev.enabled:
         t = time.perf_counter()
-        ids = tokenize(tok, load_text(ev.data, "evaluation"))
+        ids = tokenize(tok, text_of(ev.data, "evaluation", part))
         dense = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
         timings.add("eval dense", t)
     t = time.perf_counter()
@@ -196,4 +200,4 @@ def prune_and_evaluate(model: str, gguf_file: str | None, cfg, calib, out: str |
     t = time.perf_counter()
     pruned = perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress)
     timings.add("eval pruned", t)
-    return record_perplexity(out, ev, dense, pruned, ids.numel())
+    return record_perplexity(out, ev, part, dense, pruned, ids.numel())

@@ -97,7 +97,7 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
 
     from besa_hw.models import model_info
     from besa_hw.provenance import environment
-    from pruning.calibration import describe_split
+    from pruning.calibration import calibration_part, describe_split
     from pruning.export import build_manifest, write_run
 
     env = environment()
@@ -115,7 +115,8 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
     manifest.update(cuda_memory())
     if manifest["calibration"] is not None:
         manifest["calibration"] = {**{k: manifest["calibration"][k] for k in ("dataset", "nsamples", "seqlen", "seed")},
-                                   **describe_split(calib.source, "calibration")}
+                                   **describe_split(calib.source, "calibration",
+                                                   calibration_part(calib.source, calib.part))}
 
     def saver(path: Path) -> None:
         if source is not None:

@@ -14,6 +14,8 @@ QUANTIZERS = ("rtn", "lwc", "obs")
 LWC_STAGES = ("joint", "after", "refine")
 WBITS = (2, 3, 4, 8)
 IMPORTANCE = ("wanda", "magnitude", "sparsegpt")
+CALIB_PARTS = ("auto", "all", "first")  # see pruning.calibration
+EVAL_PARTS = ("auto", "all", "held-out")
 MAX_NSAMPLES = 1 << 16  # calibration segments: far beyond the 128 of the papers
 MAX_SEED = 2**63  # torch generators take seeds below 2**64; headroom for per-block offsets
 
@@ -63,9 +65,12 @@ class CalibConfig:
     nsamples: int = 32
     seqlen: int = 512
     seed: int = 0
+    part: str = "auto"  # of a single text: all | first (75%) | auto (see pruning.calibration)
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        if self.part not in CALIB_PARTS:
+            raise ValueError(f"calibration part must be one of {', '.join(CALIB_PARTS)}, got {self.part!r}")
         if not 1 <= self.nsamples <= MAX_NSAMPLES:
             raise ValueError(f"nsamples must be in [1, {MAX_NSAMPLES}], got {self.nsamples}")
         if self.seqlen < 2:

@@ -7,6 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from besa_hw.options import add_eval_part_arg
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,9 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--model", help="HF folder, hub id, .gguf file or smollm2-135m")
     p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
     p.add_argument("--data",
-                   help="evaluation text for perplexity: FILE | wikitext2 | c4 | pydoc; only its held-out part is "
-                        "used (the last 25%% of FILE or pydoc, the test split of wikitext2, a validation shard of "
-                        "c4); needed unless --tasks is given")
+                   help="evaluation text for perplexity: FILE | wikitext2 | c4 | pydoc (the test split of wikitext2, "
+                        "a validation shard of c4); needed unless --tasks is given. Windows start at the beginning "
+                        "of what --eval-part selects")
+    add_eval_part_arg(p)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--max-windows", type=int, default=40, help="bound on windows (CPU time); 0 = all")
     p.add_argument("--dense", action="store_true", help="with --run: also evaluate the unpruned model")
@@ -77,20 +80,23 @@ def handle(args: argparse.Namespace) -> int:
 def _perplexity(args: argparse.Namespace, device: str) -> None:
     from besa_hw.models import check_context, load_model, resolve_model
     from besa_hw.runjob import EvalConfig, evaluate_run
-    from pruning.calibration import describe_split, load_text, tokenize
+    from pruning.calibration import describe_split, evaluation_part, text_of, tokenize
     from pruning.eval import perplexity
 
     windows = args.max_windows or None
     if args.model:
+        part = evaluation_part(args.data, args.eval_part)
         check_context(resolve_model(args.model, args.gguf_file), seqlen=args.seqlen)
         lm, tok, _ = load_model(args.model, args.gguf_file, device=device)
         check_context(lm, seqlen=args.seqlen)
-        ppl = perplexity(lm, tokenize(tok, load_text(args.data, "evaluation")), args.seqlen, windows, progress=True)
-        print(f"evaluated on {args.data}: {describe_split(args.data, 'evaluation')['split']}")
+        ids = tokenize(tok, text_of(args.data, "evaluation", part))
+        ppl = perplexity(lm, ids, args.seqlen, windows, progress=True)
+        print(f"evaluated on {args.data}: {describe_split(args.data, 'evaluation', part)['split']}")
         print(f"perplexity: {ppl:.4f}")
         return
-    ppl = evaluate_run(args.run, EvalConfig(args.data, args.seqlen, windows), device, dense=args.dense,
-                       progress=True)
+    ppl = evaluate_run(args.run, EvalConfig(args.data, args.seqlen, windows, part=args.eval_part), device,
+                       dense=args.dense, progress=True)
+    print(f"evaluated on {args.data}: {ppl['split']}")
     if ppl["dense"] is not None:
         print(f"dense perplexity: {ppl['dense']:.4f}")
     print(f"perplexity: {ppl['pruned']:.4f}")

@@ -7,12 +7,14 @@ dense and sparse on the same hardware (decode and prefill) -> RUN_DIR/report/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import time
 from pathlib import Path
 
-from besa_hw.options import add_hardware_args, add_phase_args, add_prune_args, build_configs, hardware, phase_tokens
+from besa_hw.options import (add_eval_part_arg, add_hardware_args, add_phase_args, add_prune_args, build_configs,
+                             hardware, phase_tokens)
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_prune_args(p, method_default="besa", nsamples=16, seqlen=256)
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--eval-data", default="pydoc",
-                    help="text for perplexity: FILE | pydoc | wikitext2 | c4 (default pydoc); only its held-out "
-                         "part is used: the last 25%% of pydoc or FILE (calibration draws from the first 75%%, "
-                         "so the same text for both never overlaps), the test split of wikitext2, a validation "
-                         "shard of c4. Evaluation text that overlaps the calibration text is refused")
+                    help="text for perplexity: FILE | pydoc | wikitext2 | c4 (default pydoc; the test split of "
+                         "wikitext2, a validation shard of c4). A text that calibration also reads is split (its "
+                         "first 75%% for calibration, the rest for evaluation); evaluation text that overlaps the "
+                         "calibration text is refused")
+    add_eval_part_arg(ev)
     ev.add_argument("--eval-seqlen", type=int, default=512)
     ev.add_argument("--eval-windows", type=int, default=16, help="number of windows (bounds CPU time)")
     ev.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
@@ -45,11 +48,11 @@ def _validate(args: argparse.Namespace):
     from besa_hw.models import check_context, resolve_device, resolve_model
     from besa_hw.outdir import check_out_dir
     from besa_hw.runjob import EvalConfig, check_run, is_finished_run
-    from pruning.calibration import check_disjoint, check_source
+    from pruning.calibration import HUB_SOURCES, calibration_part, check_disjoint, check_source, evaluation_part
 
     hw, phases = hardware(args), phase_tokens(args)
     cfg, calib = build_configs(args)
-    ev = EvalConfig(args.eval_data, args.eval_seqlen, args.eval_windows, not args.no_eval)
+    ev = EvalConfig(args.eval_data, args.eval_seqlen, args.eval_windows, not args.no_eval, args.eval_part)
     out = Path(args.out or f"runs/{Path(args.model).stem}-{cfg.method}-{cfg.sparsity:g}")
     reuse = args.reuse and is_finished_run(out)
     check_out_dir(out, args.overwrite, reuse)
@@ -63,8 +66,13 @@ def _validate(args: argparse.Namespace):
             check_source(calib.source)
     if ev.enabled:
         check_source(ev.data, "evaluation text")
-        if not reuse and cfg.method != "magnitude":  # a reused run is checked against its manifest
-            logger.info("calibration vs evaluation text: %s", check_disjoint(calib.source, ev.data))
+    if not reuse and calib.source not in HUB_SOURCES:  # split the text that both sides read
+        calib = dataclasses.replace(calib, part=calibration_part(calib.source, calib.part,
+                                                                  ev.data if ev.enabled else None))
+    if ev.enabled and not reuse and cfg.method != "magnitude":  # a reused run is checked against its manifest
+        eval_part = evaluation_part(ev.data, ev.part, {"dataset": calib.source, "part": calib.part})
+        logger.info("calibration vs evaluation text: %s",
+                    check_disjoint(calib.source, calibration_part(calib.source, calib.part), ev.data, eval_part))
     return hw, phases, cfg, calib, ev, out, reuse, device
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from besa_hw import cli
+from pruning.calibration import load_text
 
 MY_COMMANDS = ("besa_hw.commands.prune", "besa_hw.commands.eval")
 
@@ -21,14 +22,16 @@ def _error_lines(capsys) -> list[str]:
 
 
 def _prune_args(model_dir, text_file, out, *extra):
-    return ["prune", "--model", str(model_dir), "--calib", str(text_file), "--nsamples", "4",
+    """Calibrate on the first 75% of ``text_file``, so that its held-out rest can evaluate the run."""
+    return ["prune", "--model", str(model_dir), "--calib", str(text_file), "--calib-part", "first", "--nsamples", "4",
             "--seqlen", "32", "--out", str(out), *extra]
 
 
 def test_prune_then_eval(tiny_model_dir, text_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(_prune_args(tiny_model_dir, text_file, out, "--method", "besa", "--epochs", "1",
-                                  "--set", "besa_samples=2", "--set", "besa_reconstruct=true", "--save-model")) == 0
+                                  "--set", "besa_samples=2", "--set", "besa_reconstruct=true", "--save-model",
+                                  "--calib-part", "auto")) == 0  # auto: all of a file
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "besa" and manifest["model"]["num_hidden_layers"] == 2
     assert manifest["hyperparameters"]["samples"] == 2 and manifest["hyperparameters"]["weights_updated"]
@@ -37,15 +40,35 @@ def test_prune_then_eval(tiny_model_dir, text_file, tmp_path, capsys):
     calibration = manifest["calibration"]
     assert {k: calibration[k] for k in ("dataset", "nsamples", "seqlen", "seed")} == {
         "dataset": str(text_file), "nsamples": 4, "seqlen": 32, "seed": 0}
-    assert "(the first 75%; evaluation uses the rest)" in calibration["split"]
+    assert calibration["part"] == "all" and "(the whole text, from its start)" in calibration["split"]
     assert manifest["versions"]["python"] and manifest["command"]  # sys.argv: pytest's here
     assert manifest["git_commit"]
     assert (out / "masks.safetensors").is_file()
+    # calibration sampled the whole file: evaluating on it is refused, with the way out
     assert cli.main(["eval", "--run", str(out), "--data", str(text_file), "--seqlen", "32",
+                     "--max-windows", "2"]) == 2
+    assert "--calib-part first" in capsys.readouterr().err
+    other = tmp_path / "other.txt"
+    other.write_text(load_text("pydoc", "held-out")[:20000])
+    assert cli.main(["eval", "--run", str(out), "--data", str(other), "--seqlen", "32",
                      "--max-windows", "2"]) == 0
     assert "perplexity:" in capsys.readouterr().out
     ppl = json.loads((out / "manifest.json").read_text())["perplexity"]
-    assert ppl["pruned"] > 1 and ppl["windows"] == 2 and "held-out last 25%" in ppl["split"]
+    assert ppl["pruned"] > 1 and ppl["windows"] == 2 and ppl["part"] == "all"
+    assert "(the whole text, from its start)" in ppl["split"]
+
+
+def test_prune_with_a_held_out_part_then_eval_on_it(tiny_model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(_prune_args(tiny_model_dir, text_file, out, "--method", "wanda")) == 0
+    assert json.loads((out / "manifest.json").read_text())["calibration"]["part"] == "first"
+    assert cli.main(["eval", "--run", str(out), "--data", str(text_file), "--seqlen", "32",
+                     "--max-windows", "2"]) == 0
+    assert "held-out last 25%" in capsys.readouterr().out  # auto: the held-out part of the split text
+    assert json.loads((out / "manifest.json").read_text())["perplexity"]["part"] == "held-out"
+    assert cli.main(["eval", "--run", str(out), "--data", str(text_file), "--seqlen", "32",
+                     "--eval-part", "all"]) == 2
+    assert "split the text" in capsys.readouterr().err
 
 
 def test_sparsegpt_needs_saved_model_for_eval(tiny_model_dir, text_file, tmp_path, capsys):

@@ -18,7 +18,7 @@ def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys, 
     out = tmp_path / "run"
     with caplog.at_level("INFO"):
         assert main(run_args(tiny_model_dir, text_file, out)) == 0
-    assert "same text, split automatically, no overlap" in caplog.text
+    assert "same text, split, no overlap" in caplog.text
     printed = capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     ppl = manifest["perplexity"]
@@ -30,7 +30,7 @@ def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys, 
     assert len(prefill) == 1 + 2 * 16 + 2  # embedding, 16 ops per block, final norm and lm_head
     assert (out / "report" / "report.html").is_file()
     md = (out / "report" / "report.md").read_text()
-    assert "(the held-out last 25%; calibration uses the rest)" in md and "(the first 75%; evaluation" in md
+    assert "(the held-out last 25%; the first part is for calibration)" in md and "(the first 75%; the rest is held" in md
     assert f"Linear-only {decode.speedup.iloc[-2]:.3f}x, end-to-end {decode.speedup.iloc[-1]:.3f}x" in printed
     assert "tokens/s" in printed and "report:" in printed
     assert f"energy {decode.energy_saving.iloc[-1]:.3f}x less" in printed
@@ -60,7 +60,7 @@ def test_run_refuses_evaluation_text_that_overlaps_calibration(tiny_model_dir, t
     from pruning.calibration import load_text
 
     leaky = tmp_path / "leaky.txt"
-    leaky.write_text(load_text(str(text_file), "calibration"))  # its held-out tail is calibration text
+    leaky.write_text(load_text(str(text_file), "first"))  # its held-out tail is calibration text
     out = tmp_path / "run"
     assert main(run_args(tiny_model_dir, text_file, out, "--eval-data", str(leaky))) == 2
     err = capsys.readouterr().err.strip()
@@ -81,8 +81,8 @@ def test_eval_dense_reuses_the_base_model(tiny_model_dir, text_file, tmp_path, c
     """`eval --run --dense` masks the loaded base model in place: same numbers as two loads."""
     out = tmp_path / "run"
     assert main(["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--nsamples", "4",
-                 "--seqlen", "32", "--calib", str(text_file), "--out", str(out)]) == 0
-    common = ["--data", str(text_file), "--seqlen", "64", "--max-windows", "2"]
+                 "--seqlen", "32", "--calib", str(text_file), "--calib-part", "first", "--out", str(out)]) == 0
+    common = ["--data", str(text_file), "--seqlen", "64", "--max-windows", "2", "--eval-part", "held-out"]
     assert main(["eval", "--model", str(tiny_model_dir), *common]) == 0
     dense_alone = float(capsys.readouterr().out.strip().split()[-1])
     assert main(["eval", "--run", str(out), "--dense", *common]) == 0

@@ -26,7 +26,7 @@ def test_default_model_besa_run_and_eval(tmp_path):
     assert len(manifest["layers"]) == 30 * 7
     assert abs(manifest["achieved_sparsity"] - 0.5) < 0.005
     assert manifest["layers"]["model.layers.0.self_attn.k_proj"]["shape"] == [192, 576]
-    held_out = load_text("pydoc", "evaluation")[:20000]  # never seen by calibration
+    held_out = load_text("pydoc", "held-out")[:20000]  # never seen by calibration
     ppl = perplexity(model, tokenize(tok, held_out), seqlen=128, max_windows=2)
     assert math.isfinite(ppl) and ppl < 1000
     # the base model with the run's masks applied is the same model as the saved one

@@ -47,8 +47,8 @@ def test_cli_prune_wbits_then_eval(tiny_model_dir, text_file, tmp_path, capsys):
     from besa_hw import cli
 
     out = tmp_path / "run"
-    args = ["prune", "--model", str(tiny_model_dir), "--calib", str(text_file), "--nsamples", "4", "--seqlen", "32",
-            "--method", "besa", "--set", "besa_samples=2", "--wbits", "4", "--group-size", "16", "--out", str(out)]
+    args = ["prune", "--model", str(tiny_model_dir), "--calib", str(text_file), "--calib-part", "first",
+            "--nsamples", "4", "--seqlen", "32", "--method", "besa", "--set", "besa_samples=2", "--wbits", "4", "--group-size", "16", "--out", str(out)]
     assert cli.main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["hyperparameters"]["quantizer"] == "lwc" and manifest["hyperparameters"]["wbits"] == 4
