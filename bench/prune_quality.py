@@ -119,7 +119,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     from besa_hw.models import load_model
     from pruning import PruneConfig, prune_model
-    from pruning.calibration import sample_segments, tokenize
+    from pruning import CalibConfig
+    from pruning.calibration import get_calibration, text_of, tokenize
     from pruning.eval import perplexity
 
     data = Path(args.data_dir)
@@ -130,7 +131,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     row = {"method": name, "threads": torch.get_num_threads(), "sparsity": 0.0, "prune_s": 0.0, "prune_cpu_s": 0.0}
     if SPECS[name] is not None:
         cfg = PruneConfig(**{"sparsity": 0.5, "seed": 0, **SPECS[name], **parse_sets(args.set)})
-        calib = sample_segments(tokenize(tok, (data / "wikitext-2/wiki.valid.tokens").read_text()), 32, 512, 0)
+        # the CLI's calibration: `--calib wiki.valid.tokens --nsamples 32 --seqlen 512` (all of the file)
+        calib = get_calibration(tok, CalibConfig(str(data / "wikitext-2/wiki.valid.tokens"), 32, 512, 0))
         t0, c0 = time.perf_counter(), _cpu_seconds()
         result = prune_model(model, calib, cfg, progress=args.progress)
         row["prune_s"] = time.perf_counter() - t0
@@ -147,8 +149,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         from pruning.streaming import return_freed_memory
         gc.collect()
         return_freed_memory()
-    test_ids = None if args.blocks else tokenize(tok, (data / "wikitext-2-raw/wiki.test.raw").read_text())
-    row["ppl"] = float("nan") if args.blocks else perplexity(model, test_ids, seqlen=512, max_windows=40)
+    # the CLI's evaluation: `--data wiki.test.raw --seqlen 512 --max-windows 40` (from the start of the file)
+    test = None if args.blocks else text_of(str(data / "wikitext-2-raw/wiki.test.raw"), "evaluation", "all")
+    row["ppl"] = float("nan") if args.blocks else perplexity(model, tokenize(tok, test), seqlen=512,
+                                                              max_windows=args.windows)
     row.setdefault("load", _load())
     row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return row
@@ -168,6 +172,7 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="PruneConfig override")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--blocks", type=int, default=0, help="timing only: prune the first N blocks, skip perplexity")
+    p.add_argument("--windows", type=int, default=40, help="evaluation windows of 512 tokens (default 40)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -179,7 +184,8 @@ def main() -> int:
         raise SystemExit(f"unknown method(s) {bad}; choose from {list(SPECS)}")
     print(f"# load: {os.getloadavg()[0]:.2f}  overrides: {args.set or 'none'}\n{HEADER}", flush=True)
     for name in names:
-        cmd = [sys.executable, __file__, "--one", name, "--data-dir", args.data_dir, "--threads", str(args.threads)]
+        cmd = [sys.executable, __file__, "--one", name, "--data-dir", args.data_dir, "--threads", str(args.threads),
+               "--windows", str(args.windows)]
         cmd += [a for s in args.set for a in ("--set", s)] + (["--progress"] if args.progress else [])
         cmd += ["--blocks", str(args.blocks)] if args.blocks else []
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
