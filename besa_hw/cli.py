@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "besa_hw.commands.prune",
     "besa_hw.commands.eval",
     "besa_hw.commands.simulate",
+    "besa_hw.commands.latency_table",
     "besa_hw.commands.sweep",
     "besa_hw.commands.compare",
     "besa_hw.commands.estimate",

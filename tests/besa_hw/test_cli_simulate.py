@@ -97,3 +97,17 @@ def test_row_dist_help_is_complete(capsys, monkeypatch):
     assert ("--row-dist {none,uniform,normal} synthetic masks: how the sparsity of each weight row varies "
             "around the layer's sparsity: none (every row the same; the default), uniform (each row within "
             "+/- S of it) or normal (standard deviation S), with S set by --row-spread") in text
+
+
+def test_latency_table_command(tmp_path, capsys):
+    out = tmp_path / "table.csv"
+    args = ["latency-table", "--shape", "smollm2-135m", "--hw", "vitcod-64x8", "--grid-step", "0.25",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "vitcod-64x8, smollm2-135m (30 blocks), decode, 1 tokens, context 2048" in printed
+    table = pd.read_csv(out)
+    assert sorted(set(table.sparsity[table.format == "sparse"])) == [0.0, 0.25, 0.5, 0.75]
+    assert main(args) == 0 and "(from the cache)" in capsys.readouterr().out
+    assert main(["latency-table", "--shape", "smollm2-135m", "--phase", "prefill", "--context", "8"]) == 2
+    assert "--context applies to decode" in capsys.readouterr().err
