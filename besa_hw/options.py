@@ -151,6 +151,16 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
     g.add_argument("--save-model", action="store_true",
                    help="also save the pruned model (safetensors; with --wbits in compressed-tensors pack-quantized "
                         "format)")
+    t = p.add_argument_group("hardware target (BESA: allocate for a simulated speedup instead of a sparsity)")
+    t.add_argument("--target-speedup", type=float, metavar="X",
+                   help="BESA learns the sparsity per row/layer and the format per layer so that the whole step "
+                        "simulates X times faster than dense on --target-hw (replaces --sparsity)")
+    t.add_argument("--target-hw", metavar="PRESET|FILE.toml",
+                   help="hardware of the target (default: besa-64x64; for run: --hw with its --set)")
+    t.add_argument("--target-phase", choices=("decode", "prefill"), default="decode",
+                   help="phase of the target (default decode)")
+    t.add_argument("--target-tokens", type=int, help="decode: batch (default 1); prefill: prompt length (default 2048)")
+    t.add_argument("--target-context", type=int, help="decode: cached tokens (default 2048)")
     q = p.add_argument_group("quantization (weight-only, asymmetric, per group of inputs)")
     q.add_argument("--wbits", type=int, choices=(2, 3, 4, 8), help="quantize every pruned Linear to B bits")
     q.add_argument("--group-size", type=int, help="inputs per quantization group, -1 = per output channel (default 64)")
@@ -226,6 +236,10 @@ def build_configs(args: argparse.Namespace):
     if args.profile:
         fields["profile"] = load_profile(args.profile)
     fields.update(parse_overrides(getattr(args, "prune_set", None) or []))
+    if args.target_speedup is not None:
+        if args.sparsity is not None:
+            raise ValueError("--sparsity and --target-speedup both set the sparsity; give one")
+        fields["hw_target"] = latency_target(args)
     try:
         cfg = PruneConfig(method=args.method, seed=args.seed, **fields)
     except TypeError as exc:
@@ -234,3 +248,22 @@ def build_configs(args: argparse.Namespace):
 
     calibration_part(args.calib, args.calib_part)  # --calib-part given for a hub dataset fails here
     return cfg, CalibConfig(args.calib, args.nsamples, args.seqlen, args.seed, args.calib_part)
+
+
+def latency_target(args: argparse.Namespace):
+    """The LatencyModel of --target-speedup: the simulator's latency table of the model on the target
+    hardware and phase (cached in runs/.cache/latency)."""
+    from besa_hw.commands.latency_table import DEFAULT_CACHE, model_shape, table_spec
+    from pruning.hw_target import LatencyModel
+    from simulator.config import load_hardware, parse_overrides as hw_overrides
+    from simulator.latency_table import cached_table
+
+    if args.method != "besa":
+        raise ValueError(f"--target-speedup applies to --method besa, not {args.method}")
+    if args.target_hw is not None or not hasattr(args, "hw"):
+        hw = load_hardware(args.target_hw or "besa-64x64")
+    else:  # run: the hardware it simulates
+        hw = load_hardware(args.hw, hw_overrides(args.overrides))
+    spec = table_spec(model_shape(args.model), args.target_phase, args.target_tokens, args.target_context)
+    table, _ = cached_table(spec, hw, DEFAULT_CACHE)
+    return LatencyModel.from_rows(table.to_dict("records"), args.target_speedup)

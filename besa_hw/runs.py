@@ -110,6 +110,8 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
     manifest.update(command=env["command"], git_commit=env["git_commit"])
     n_blocks = lm.config.num_hidden_layers
     manifest["blocks_pruned"] = result.blocks or n_blocks
+    if cfg.hw_target is not None:
+        manifest["hw_target"] = hw_target_record(cfg.hw_target, result.layers)
     manifest["streamed"] = source is not None
     manifest["block_seconds"] = result.block_seconds
     manifest.update(cuda_memory())
@@ -132,6 +134,17 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
 
     return write_run(out, result.masks, manifest, saver if save_model else None, quant=result.quant,
                      checkpoint=checkpoint)
+
+
+def hw_target_record(latency, layers: dict) -> dict:
+    """The hardware target of a run and the speedup its latency table predicts for the result."""
+    blocks = {}
+    for rec in layers.values():
+        blocks.setdefault(rec["block"], {})[rec["op"]] = rec["achieved_sparsity"]
+    cycles = latency.other + sum(latency.block_cycles(ops) for ops in blocks.values())
+    formats = [rec.get("format") for rec in layers.values()]
+    return {**latency.summary(), "predicted_speedup": round(latency.dense_total / cycles, 4),
+            "formats": {f: formats.count(f) for f in sorted(set(formats) - {None})}}
 
 
 def saved_model_dir(run_dir: str | Path) -> Path | None:

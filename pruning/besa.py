@@ -191,6 +191,10 @@ class AllocationLearner(nn.Module):
         makers, s = self.weight_makers()
         return {name: make() for name, make in makers.items()}, s
 
+    def layer_sparsities(self) -> dict[str, torch.Tensor]:
+        """Expected sparsity of each Linear (differentiable), keyed by parameter name."""
+        return {la.param_name: self.row_sparsity(la).mean() for la in self.layers}
+
     def allocation_parameters(self) -> list[nn.Parameter]:
         return [la.logits for la in self.layers]
 
@@ -279,14 +283,16 @@ def _weights_made_on_use(block: nn.Module, makers: dict[str, Callable[[], torch.
 def learn_allocation(block: nn.Module, learner: nn.Module, inputs: torch.Tensor,
                      targets: torch.Tensor, kwargs: dict, *, target: float | None, epochs: int, beta: float,
                      batch: int, optimizer: str, lr: float, d_coef: float, seed: int,
-                     samples: int | None = None, carry: dict | None = None, clip_lr: float = 0.0) -> list[float]:
+                     samples: int | None = None, carry: dict | None = None, clip_lr: float = 0.0,
+                     penalty: Callable[[nn.Module], torch.Tensor] | None = None) -> list[float]:
     """Train the learner's logits (allocation and/or clipping) on block reconstruction; returns the losses.
 
     ``learner.masked_weights()`` gives the block's weights and its expected sparsity (None for a
     clipping-only learner: no sparsity penalty). Each epoch visits ``samples`` (default: all)
     calibration segments in a seeded random order. ``carry`` (shared across blocks) passes
     Prodigy's step-size estimate d on to the next block, so a short run per block does not spend
-    its first steps re-growing d from 1e-6.
+    its first steps re-growing d from 1e-6. ``penalty(learner)``, when given, replaces the sparsity
+    penalty (a hardware target's latency penalty, :mod:`pruning.hw_target`).
     """
     carry = {} if carry is None else carry
     for p in block.parameters():
@@ -309,7 +315,9 @@ def learn_allocation(block: nn.Module, learner: nn.Module, inputs: torch.Tensor,
                 pred = functional_call(block, weights, (inputs[idx].to(device),), kwargs)
             pred = pred[0] if isinstance(pred, tuple) else pred
             loss = channel_normalised_mse(pred, targets[idx].to(device), denom)
-            if s is not None:
+            if penalty is not None:
+                loss = loss + penalty(learner)
+            elif s is not None:
                 loss = loss + beta * ((s - target) / target) ** 2
             for opt in opts:
                 opt.zero_grad(set_to_none=True)

@@ -126,6 +126,9 @@ class PruneConfig:
     # (BESA's mask first, then the clipping alone on it) or "refine" (joint, then the clipping
     # trains alone on the final hard mask, starting from the joint result)
     lwc_stage: str = "joint"
+    # BESA with a hardware target (pruning.hw_target.LatencyModel): a latency penalty from a simulator
+    # latency table replaces the sparsity penalty; `sparsity` is then not a target.
+    hw_target: object | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -151,6 +154,8 @@ class PruneConfig:
             raise ValueError("--profile applies to magnitude, wanda and sparsegpt (BESA learns its own)")
         self._check_besa()
         self._check_quant()
+        if self.hw_target is not None and self.method != "besa":
+            raise ValueError(f"a hardware target (--target-speedup) applies to besa, not to {self.method}")
 
     def _check_quant(self) -> None:
         self._check_lwc_stage()
@@ -215,6 +220,8 @@ class PruneConfig:
             out.update(blocksize=self.sparsegpt_blocksize, percdamp=self.sparsegpt_percdamp)
         if self.method == "besa":
             out.update({k[5:]: v for k, v in self.__dict__.items() if k.startswith("besa_")})
+            if self.hw_target is not None:
+                out["hw_target"] = self.hw_target.summary()
         if self.wbits is not None:
             out.update(wbits=self.wbits, group_size=self.group_size, quantizer=self.quant_method)
             if self.quant_method == "lwc":

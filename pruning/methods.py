@@ -107,12 +107,45 @@ def _carry_d(cfg: PruneConfig) -> bool:
     return cfg.besa_carry_d if cfg.besa_carry_d is not None else cfg.besa_allocation == "row"
 
 
+def _op_of(param_name: str) -> str:
+    return param_name.split(".")[-2]  # "self_attn.q_proj.weight" -> "q_proj"
+
+
+def latency_penalty(latency, beta: float):
+    """``beta * ((relaxed block cycles - budget) / budget)^2`` of a learner (pruning.hw_target)."""
+    budget = latency.block_budget
+
+    def penalty(learner) -> torch.Tensor:
+        cycles = sum(latency.relaxed(_op_of(name), s) for name, s in learner.layer_sparsities().items())
+        return (beta * ((cycles - budget) / budget) ** 2).float()
+    return penalty
+
+
+@torch.no_grad()
+def latency_counts(learner, latency, iters: int = 30) -> list[torch.Tensor]:
+    """Per-row prune counts: the learned allocation scaled to the smallest parameter sparsity whose
+    exact table cycles (each op in its cheapest format) fit the block's budget (bisection)."""
+    sizes = {_op_of(la.param_name): la.weight.numel() for la in learner.layers}
+
+    def cycles(counts) -> float:
+        return latency.block_cycles({op: float(c.sum()) / n for (op, n), c in zip(sizes.items(), counts)})
+
+    lo, hi = 0.0, max(latency.grid)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cycles(learner.final_counts(mid)) > latency.block_budget else (lo, mid)
+    return learner.final_counts(hi)
+
+
 def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
     """BESA (arXiv 2402.16880): learned row/layer sparsity, optionally followed by OBS reconstruction."""
     cfg, target = job.config, job.config.sparsity
+    names = param_names(job.block, job.linears)
+    latency = cfg.hw_target
+    if latency is not None:  # start from the uniform sparsity that meets the block's latency budget
+        target = latency.uniform_sparsity(list(job.linears))
     if target == 0.0:
         return {op: torch.ones_like(lin.weight, dtype=torch.bool) for op, lin in job.linears.items()}
-    names = param_names(job.block, job.linears)
     # Scores are computed one Linear at a time as the learner ranks them (a 7B block's are 0.8 GB).
     scores = _LazyScores(job, {names[op]: op for op in job.linears})
     learner = AllocationLearner({names[op]: lin.weight for op, lin in job.linears.items()}, scores, target,
@@ -128,8 +161,14 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
                                   epochs=cfg.besa_epochs, beta=cfg.besa_beta, batch=cfg.besa_batch,
                                   optimizer=cfg.besa_optimizer, lr=cfg.besa_lr, d_coef=cfg.besa_d_coef,
                                   seed=cfg.seed + job.index, samples=cfg.besa_samples,
-                                  carry=job.carry if _carry_d(cfg) else None, clip_lr=cfg.lwc_lr)
-    counts = learner.final_counts(target)
+                                  carry=job.carry if _carry_d(cfg) else None, clip_lr=cfg.lwc_lr,
+                                  penalty=None if latency is None else latency_penalty(latency, cfg.besa_beta))
+    if latency is None:
+        counts = learner.final_counts(target)
+    else:
+        counts = latency_counts(learner, latency)
+        job.info["formats"] = {op: latency.best(op, float(c.sum()) / lin.weight.numel())[0]
+                               for (op, lin), c in zip(job.linears.items(), counts)}
     keep = learner.count_masks(counts)  # the same ranks as mask_from_row_counts(scores[op], counts)
     job.info["besa_loss"] = (losses[0], losses[-1]) if losses else None
     job.info["prodigy_d"] = job.carry.get("d")

@@ -140,9 +140,11 @@ def check_model_fits(model: nn.Module, cfg: PruneConfig) -> None:
 
 
 def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], targets: dict[str, float],
-            quant: dict[str, QuantParams], quantizer: str | None, keep: bool = True) -> None:
+            quant: dict[str, QuantParams], quantizer: str | None, keep: bool = True,
+            formats: dict[str, str] | None = None) -> None:
     """Per-layer records of block ``index`` into ``result``; masks and codes too when ``keep``
-    (a streamed prune leaves them in its checkpoint)."""
+    (a streamed prune leaves them in its checkpoint); ``formats``: the storage format a hardware
+    target chose per op."""
     kept = total = 0
     for op, mask in masks.items():
         path = module_path(index, op)
@@ -152,6 +154,8 @@ def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], tar
         result.layers[path] = {"block": index, "op": op, "shape": list(mask.shape),
                                "target_sparsity": targets[op], "achieved_sparsity": mask_sparsity(mask),
                                "row_sparsity": row_sparsity_summary(mask)}
+        if formats:
+            result.layers[path]["format"] = formats[op]
         if op in quant:
             q = quant[op]
             if keep:
@@ -229,7 +233,7 @@ def _prune_block(i: int, block: nn.Module, targets: dict, hidden, dense_stream, 
     masks = METHOD_FNS[cfg.method](job)
     _apply_masks(linears, masks)
     quantize_block(job, masks)  # no-op without wbits; pruned weights stay exactly 0
-    _record(result, i, masks, targets, job.quant, cfg.quant_method, keep=keep)
+    _record(result, i, masks, targets, job.quant, cfg.quant_method, keep=keep, formats=job.info.get("formats"))
     logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
     if hidden is not None and not last:
         hidden = run_block(block, hidden, kwargs, cfg.forward_batch)

@@ -360,7 +360,8 @@ def run_ops(run_dir: str | Path, tokens: int, context: int | None = None, linear
 
     def mask_for(block: int, op: str, _shape: tuple[int, int]) -> MaskLoader | None:
         key = keys.get((block, op))
-        return None if key is None else loader(key)
+        # a layer whose chosen format is dense (a hardware target's choice) stores and computes its zeros
+        return None if key is None or layers[key].get("format") == "dense" else loader(key)
 
     n = min(blocks or shape.num_hidden_layers, shape.num_hidden_layers)
     ops = model_ops(shape, tokens, mask_for, range(n), context=context, linear_only=linear_only)

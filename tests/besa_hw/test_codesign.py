@@ -1,0 +1,63 @@
+"""BESA with a hardware target from the CLI (tiny model): the target is met in simulation, and the
+formats the run records are the ones `simulate --run` runs."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from besa_hw.cli import main
+
+
+def _prune(model_dir, text_file, out, *extra):
+    return main(["prune", "--model", str(model_dir), "--method", "besa", "--calib", str(text_file), "--nsamples",
+                 "4", "--seqlen", "32", "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("preset", ["besa-64x64", "vitcod-64x8"])
+def test_target_speedup_is_met_in_simulation(tiny_model_dir, text_file, tmp_path, capsys, preset):
+    out = tmp_path / "run"
+    assert _prune(tiny_model_dir, text_file, out, "--target-speedup", "1.05", "--target-hw", preset) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    target = manifest["hw_target"]
+    assert target["hardware"] == preset and target["phase"] == "decode" and target["target_speedup"] == 1.05
+    assert target["predicted_speedup"] == pytest.approx(1.05, rel=0.005)
+    assert manifest["hyperparameters"]["hw_target"]["target_speedup"] == 1.05
+    assert all(rec["format"] in ("dense", "sparse") for rec in manifest["layers"].values())
+    sim = tmp_path / "sim"
+    assert main(["simulate", "--run", str(out), "--hw", preset, "--quiet", "--out", str(sim)]) == 0
+    total = pd.read_csv(sim / "summary.csv").set_index("op").loc["total"]
+    assert total.speedup == pytest.approx(1.05, rel=0.02)
+
+
+def test_a_layer_recorded_dense_is_simulated_dense(tiny_model_dir, text_file, tmp_path):
+    out = tmp_path / "run"
+    assert _prune(tiny_model_dir, text_file, out, "--target-speedup", "1.05") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    key = "model.layers.1.mlp.up_proj"
+    manifest["layers"][key]["format"] = "dense"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["simulate", "--run", str(out), "--quiet", "--out", str(tmp_path / "sim")]) == 0
+    layers = pd.read_csv(tmp_path / "sim" / "layers.csv").set_index("name")
+    assert layers.loc[key, "sparse_cycles"] == layers.loc[key, "dense_cycles"]  # zeros stored and computed
+    other = "model.layers.1.mlp.gate_proj"
+    assert layers.loc[other, "sparse_cycles"] < layers.loc[other, "dense_cycles"]
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--target-speedup", "1.05", "--sparsity", "0.5"], "--sparsity and --target-speedup"),
+    (["--target-speedup", "3"], "out of reach on besa-64x64 decode"),
+    (["--target-speedup", "0.9"], "must be > 1"),
+])
+def test_bad_targets_are_refused(tiny_model_dir, text_file, tmp_path, capsys, extra, needle):
+    out = tmp_path / "run"
+    assert _prune(tiny_model_dir, text_file, out, *extra) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("besa-hw")]
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
+def test_target_needs_besa(tiny_model_dir, text_file, tmp_path, capsys):
+    assert main(["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--target-speedup", "1.05",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "applies to --method besa" in capsys.readouterr().err
