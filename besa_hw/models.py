@@ -64,7 +64,8 @@ def resolve_model(model: str = DEFAULT_MODEL, gguf_file: str | None = None) -> M
         if gguf_file is None and not (path / "config.json").is_file():
             raise FileNotFoundError(f"model folder has no config.json: {path} (for GGUF pass --gguf-file)")
         return ModelSpec(model, str(path), gguf_file)
-    if _HUB_ID.match(model) and not model.startswith((".", "/")):
+    # owner/name is a hub id, unless its first part is a local folder: then it is a missing path (runs/x)
+    if _HUB_ID.match(model) and not model.startswith((".", "/")) and not Path(model).parent.is_dir():
         return ModelSpec(model, model, gguf_file)
     raise FileNotFoundError(f"model path not found: {model}")
 

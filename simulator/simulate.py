@@ -166,7 +166,8 @@ class Simulator:
             in_features=op.in_features, tokens=op.tokens, nnz=nnz,
             sparsity=1.0 - nnz / op.weights if op.weights else 0.0,
             dense_cycles=dres.total_cycles, sparse_cycles=res.total_cycles,
-            speedup=dres.total_cycles / total, dense_fp16_cycles=fp16_cycles, speedup_vs_fp16=fp16_cycles / total,
+            speedup=_ratio(dres.total_cycles, res.total_cycles), dense_fp16_cycles=fp16_cycles,
+            speedup_vs_fp16=_ratio(fp16_cycles, res.total_cycles),
             weight_bits=op.weight_bits or (hw.kv_bits or hw.act_bits if op.kind == "attention" else hw.weight_bits),
             latency_us=hw.cycles_to_us(res.total_cycles),
             dense_engine_cycles=res.dense_engine_cycles, sparse_engine_cycles=res.sparse_engine_cycles,
@@ -181,6 +182,14 @@ class Simulator:
             dense_columns=plan.dense_cols, dense_pes=plan.dense_pes, sparse_pes=plan.sparse_pes,
             tiling=plan.tiling, dataflow=plan.dataflow,
         )
+
+
+def _ratio(dense: float, sparse: float) -> float:
+    """dense / sparse cycles; an op that costs nothing either way (the embedding gather with
+    --compute-only) is 1.0x, never 0/0."""
+    if sparse > 0:
+        return dense / sparse
+    return 1.0 if dense <= 0 else float(dense)
 
 
 def results_frame(results: list[OpResult]) -> pd.DataFrame:

@@ -578,3 +578,28 @@ def test_interrupt_is_one_line_and_writes_nothing(command, target, tmp_path, tin
     assert "Traceback" not in err and err.count("interrupted") == 1
     assert err.endswith(f"besa-hw {command}: interrupted\n"), err
     assert snapshot(tmp_path) == before
+
+
+def test_a_missing_relative_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert main(["prune", "--method", "magnitude", "--model", "runs/x", "--out", str(tmp_path / "o")]) == 2
+    assert "model path not found: runs/x" in capsys.readouterr().err
+
+
+def test_output_piped_into_head_ends_quietly():
+    import subprocess
+    import sys
+
+    cmd = f"{sys.executable} -m besa_hw.cli simulate --shape llama-7b | head -1"
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True, timeout=300)
+    assert done.stderr.strip() == "" and done.returncode == 141, done.stderr[-500:]
+
+
+def test_compute_only_op_without_compute_is_one_x(tmp_path):
+    import pandas as pd
+
+    assert main(["simulate", "--shape", "smollm2-135m", "--compute-only", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    layers = pd.read_csv(tmp_path / "s" / "layers.csv")
+    embedding = layers[layers.kind == "embedding"].iloc[0]
+    assert embedding.sparse_cycles == 0 and embedding.speedup == 1.0

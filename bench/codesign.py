@@ -1,0 +1,122 @@
+"""Co-design benchmark (issue 18): plain BESA at several sparsities vs BESA with a hardware target,
+on the same simulated hardware, perplexity against simulated end-to-end speedup.
+
+SmolLM2-135M-Instruct (bundled GGUF, fp32); calibration as bench/prune_quality.py (random 512-token
+segments of wikitext-2/wiki.valid.tokens, seed 0; --nsamples of them, BESA learning on up to 24);
+perplexity on the first --windows 512-token windows of wikitext-2-raw/wiki.test.raw. Plain BESA is
+pruned once per sparsity and simulated on every preset; hardware-targeted BESA once per preset and
+target. Nothing here is tuned: BESA's beta (5) weighs the latency penalty as it weighs the sparsity
+penalty.
+
+    python bench/codesign.py --presets besa-64x64,vitcod-64x8 --phase decode \\
+        --sparsities 0.4,0.5,0.6 --targets 1.02,1.04 --nsamples 8 --windows 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _prune(out: Path, args, **fields) -> float:
+    from besa_hw.runs import prune_to_run
+    from pruning import CalibConfig, PruneConfig
+
+    calib = CalibConfig(str(Path(args.data_dir) / "wikitext-2/wiki.valid.tokens"), args.nsamples, 512, 0)
+    cfg = PruneConfig(method="besa", seed=0, besa_samples=min(24, args.nsamples), **fields)
+    t = time.perf_counter()
+    prune_to_run("smollm2-135m", None, cfg, calib, out)
+    return time.perf_counter() - t
+
+
+def _ppl(run: Path, args) -> float:
+    from besa_hw.runjob import EvalConfig, evaluate_run
+
+    ev = EvalConfig(str(Path(args.data_dir) / "wikitext-2-raw/wiki.test.raw"), 512, args.windows, part="all")
+    return evaluate_run(run, ev, "cpu", dense=False)["pruned"]
+
+
+def _speedup(run: Path, preset: str, phase: str) -> float:
+    from besa_hw.pipeline import PHASE_TOKENS
+    from besa_hw.runjob import simulate_run
+    from simulator import load_hardware, step_metrics
+
+    hw = load_hardware(preset)
+    summary = simulate_run(run, hw, {phase: PHASE_TOKENS[phase]}, context=2048)[phase]
+    return step_metrics(summary, hw, PHASE_TOKENS[phase])["speedup_e2e"]
+
+
+def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """Plain BESA's perplexity at speedup ``x`` (linear between its measured points; None outside)."""
+    pts = sorted(points)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 + (x - x0) / (x1 - x0) * (y1 - y0) if x1 > x0 else y0
+    return None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", default="besa-64x64,vitcod-64x8")
+    p.add_argument("--phase", choices=("decode", "prefill"), default="decode")
+    p.add_argument("--sparsities", default="0.4,0.5,0.6")
+    p.add_argument("--targets", default="1.02,1.04")
+    p.add_argument("--nsamples", type=int, default=32)
+    p.add_argument("--windows", type=int, default=40)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    presets = args.presets.split(",")
+    work = Path(tempfile.mkdtemp(prefix="codesign-"))
+    print(f"# threads {torch.get_num_threads()}, load {' / '.join(f'{v:.1f}' for v in os.getloadavg())}, "
+          f"calibration {args.nsamples} x 512, evaluation {args.windows} x 512 of wiki.test.raw, phase {args.phase}")
+    print("| preset | method | param sparsity | simulated e2e speedup | ppl | plain BESA ppl at that speedup | prune s |")
+    print("|---|---|---|---|---|---|---|")
+    plain: dict[str, list[tuple[float, float]]] = {pr: [] for pr in presets}
+    rows = []
+    for s in [float(v) for v in args.sparsities.split(",")]:
+        run = work / f"plain-{s}"
+        secs = _prune(run, args, sparsity=s)
+        ppl = _ppl(run, args)
+        for pr in presets:
+            up = _speedup(run, pr, args.phase)
+            plain[pr].append((up, ppl))
+            print(f"| {pr} | BESA {s:.0%} | {s:.3f} | {up:.4f}x | {ppl:.2f} | - | {secs:.0f} |", flush=True)
+        shutil.rmtree(run)
+    from besa_hw.commands.latency_table import DEFAULT_CACHE, table_spec
+    from pruning.hw_target import LatencyModel
+    from simulator import get_shape, load_hardware
+    from simulator.latency_table import cached_table
+
+    for pr in presets:
+        table, _ = cached_table(table_spec(get_shape("smollm2-135m"), args.phase, None, None), load_hardware(pr),
+                                DEFAULT_CACHE)
+        for x in [float(v) for v in args.targets.split(",")]:
+            run = work / f"hw-{pr}-{x}"
+            secs = _prune(run, args, hw_target=LatencyModel.from_rows(table.to_dict("records"), x))
+            from pruning.export import read_manifest
+
+            sparsity = read_manifest(run)["achieved_sparsity"]
+            ppl, up = _ppl(run, args), _speedup(run, pr, args.phase)
+            ref = _interpolate(plain[pr], up)
+            rows.append((pr, x, up, ppl, ref))
+            print(f"| {pr} | BESA target {x:g}x | {sparsity:.3f} | {up:.4f}x | {ppl:.2f} | "
+                  f"{'-' if ref is None else f'{ref:.2f}'} | {secs:.0f} |", flush=True)
+            shutil.rmtree(run)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
