@@ -127,7 +127,8 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
     g.add_argument("--model", default="smollm2-135m", help="HF folder, hub id, .gguf file or smollm2-135m")
     g.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
     g.add_argument("--method", default=method_default, required=method_default is None,
-                   choices=("besa", "wanda", "sparsegpt", "magnitude"))
+                   choices=("besa", "wanda", "sparsegpt", "magnitude", "search"),
+                   help="search: Wanda masks, per-layer sparsity and format from a search under --target-speedup")
     g.add_argument("--preset", help="TOML preset (path or name in configs/prune), overridden by flags")
     g.add_argument("--sparsity", type=float, help="target sparsity in [0, 1) (default 0.5)")
     g.add_argument("--allocation", choices=("row", "layer"), help="BESA allocation granularity (default row)")
@@ -258,8 +259,8 @@ def latency_target(args: argparse.Namespace):
     from simulator.config import load_hardware, parse_overrides as hw_overrides
     from simulator.latency_table import cached_table
 
-    if args.method != "besa":
-        raise ValueError(f"--target-speedup applies to --method besa, not {args.method}")
+    if args.method not in ("besa", "search"):
+        raise ValueError(f"--target-speedup applies to --method besa or search, not {args.method}")
     if args.target_hw is not None or not hasattr(args, "hw"):
         hw = load_hardware(args.target_hw or "besa-64x64")
     else:  # run: the hardware it simulates

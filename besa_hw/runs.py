@@ -138,10 +138,8 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
 
 def hw_target_record(latency, layers: dict) -> dict:
     """The hardware target of a run and the speedup its latency table predicts for the result."""
-    blocks = {}
-    for rec in layers.values():
-        blocks.setdefault(rec["block"], {})[rec["op"]] = rec["achieved_sparsity"]
-    cycles = latency.other + sum(latency.block_cycles(ops) for ops in blocks.values())
+    cycles = latency.other + sum(latency.cycles(rec["op"], rec["achieved_sparsity"], rec.get("format"))
+                                 for rec in layers.values())
     formats = [rec.get("format") for rec in layers.values()]
     return {**latency.summary(), "predicted_speedup": round(latency.dense_total / cycles, 4),
             "formats": {f: formats.count(f) for f in sorted(set(formats) - {None})}}

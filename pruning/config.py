@@ -9,7 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Mapping
 
-METHODS = ("magnitude", "wanda", "sparsegpt", "besa")
+METHODS = ("magnitude", "wanda", "sparsegpt", "besa", "search")
 QUANTIZERS = ("rtn", "lwc", "obs")
 LWC_STAGES = ("joint", "after", "refine")
 WBITS = (2, 3, 4, 8)
@@ -129,6 +129,7 @@ class PruneConfig:
     # BESA with a hardware target (pruning.hw_target.LatencyModel): a latency penalty from a simulator
     # latency table replaces the sparsity penalty; `sparsity` is then not a target.
     hw_target: object | None = None
+    search_samples: int = 4  # method search: calibration segments its candidate errors are measured on
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -154,8 +155,12 @@ class PruneConfig:
             raise ValueError("--profile applies to magnitude, wanda and sparsegpt (BESA learns its own)")
         self._check_besa()
         self._check_quant()
-        if self.hw_target is not None and self.method != "besa":
-            raise ValueError(f"a hardware target (--target-speedup) applies to besa, not to {self.method}")
+        if self.hw_target is not None and self.method not in ("besa", "search"):
+            raise ValueError(f"a hardware target (--target-speedup) applies to besa and search, not to {self.method}")
+        if self.method == "search" and self.hw_target is None:
+            raise ValueError("method search allocates under a latency budget: give --target-speedup")
+        if self.search_samples < 1:
+            raise ValueError(f"search_samples must be >= 1, got {self.search_samples}")
 
     def _check_quant(self) -> None:
         self._check_lwc_stage()
@@ -220,8 +225,10 @@ class PruneConfig:
             out.update(blocksize=self.sparsegpt_blocksize, percdamp=self.sparsegpt_percdamp)
         if self.method == "besa":
             out.update({k[5:]: v for k, v in self.__dict__.items() if k.startswith("besa_")})
-            if self.hw_target is not None:
-                out["hw_target"] = self.hw_target.summary()
+        if self.method == "search":
+            out.update(search_samples=self.search_samples)
+        if self.hw_target is not None:
+            out["hw_target"] = self.hw_target.summary()
         if self.wbits is not None:
             out.update(wbits=self.wbits, group_size=self.group_size, quantizer=self.quant_method)
             if self.quant_method == "lwc":

@@ -23,7 +23,8 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
@@ -74,11 +75,13 @@ class LatencyModel:
     blocks: int
     hardware: str = ""
     phase: str = ""
+    nm: Mapping[str, float] = field(default_factory=dict)  # op -> cycles of a 2:4 mask, where the preset gains
 
     def __post_init__(self) -> None:
         if not self.target_speedup > 1.0:
             raise ValueError(f"target speedup must be > 1 (a speedup over dense), got {self.target_speedup}")
-        floor = self.other + self.blocks * sum(min(self.dense[op], min(c)) for op, c in self.sparse.items())
+        floor = self.other + self.blocks * sum(min(self.dense[op], min(c), self.nm.get(op, math.inf))
+                                               for op, c in self.sparse.items())
         if self.dense_total / self.target_speedup < floor:
             raise ValueError(f"target speedup {self.target_speedup:g}x is out of reach on {self.hardware or 'this'} "
                              f"{self.phase}: at most {self.dense_total / floor:.3f}x with every Linear at its fastest "
@@ -93,9 +96,10 @@ class LatencyModel:
         grid = sorted({float(r["sparsity"]) for r in rows if r["format"] == "sparse"})
         dense = {r["op"]: float(r["cycles"]) for r in rows if r["format"] == "dense" and r["op"] != "other"}
         other = sum(float(r["cycles"]) for r in rows if r["op"] == "other")
+        nm = {r["op"]: float(r["cycles"]) for r in rows if r["format"] == "2:4"}
         first = rows[0]
         return cls(target_speedup, tuple(grid), dense, {k: tuple(v) for k, v in sparse.items()}, other,
-                   int(first["blocks"]), str(first.get("hardware", "")), str(first.get("phase", "")))
+                   int(first["blocks"]), str(first.get("hardware", "")), str(first.get("phase", "")), nm)
 
     @property
     def dense_total(self) -> float:
@@ -110,6 +114,16 @@ class LatencyModel:
         """(format, cycles) of the cheapest way to run ``op`` at ``sparsity``."""
         sparse = _interp(list(self.grid), list(self.sparse[op]), sparsity)
         return ("sparse", sparse) if sparse < self.dense[op] else ("dense", self.dense[op])
+
+    def cycles(self, op: str, sparsity: float, fmt: str | None = None) -> float:
+        """Cycles of ``op`` at ``sparsity`` in ``fmt`` (None: the cheapest of dense and sparse)."""
+        if fmt == "2:4":
+            return self.nm[op]
+        if fmt == "dense":
+            return self.dense[op]
+        if fmt == "sparse":
+            return _interp(list(self.grid), list(self.sparse[op]), sparsity)
+        return self.best(op, sparsity)[1]
 
     def block_cycles(self, sparsities: Mapping[str, float]) -> float:
         """Exact table cycles of one block's Linears, each in its cheapest format."""

@@ -15,6 +15,7 @@ from pruning.config import PruneConfig
 from pruning.masks import nm_mask, rowwise_mask
 from pruning.metrics import magnitude_score, sparsegpt_diag_score, wanda_score
 from pruning.quantizers import make_clip, obs_quant, param_names
+from pruning.search import prune_search
 from pruning.sparsegpt import sparsegpt_prune, sparsegpt_quant_prune
 from pruning.stats import InputStats
 
@@ -189,6 +190,7 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
 
 METHOD_FNS: dict[str, Callable[[BlockJob], dict[str, torch.Tensor]]] = {
     "magnitude": prune_magnitude, "wanda": prune_wanda, "sparsegpt": prune_sparsegpt, "besa": prune_besa,
+    "search": prune_search,
 }
 
 
@@ -204,5 +206,5 @@ def needs_hessian(cfg: PruneConfig) -> bool:
 
 
 def needs_targets(cfg: PruneConfig) -> bool:
-    """Block-reconstruction targets (the dense block's outputs) are needed by BESA and by LWC."""
-    return cfg.method == "besa" or cfg.quant_method == "lwc"
+    """Block-reconstruction targets (the dense block's outputs) are needed by BESA, the search and LWC."""
+    return cfg.method in ("besa", "search") or cfg.quant_method == "lwc"

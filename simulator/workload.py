@@ -368,6 +368,9 @@ def run_ops(run_dir: str | Path, tokens: int, context: int | None = None, linear
     nm = parse_nm_text((meta.get("hyperparameters") or {}).get("nm"), run_dir / "manifest.json")
     if nm:
         ops = [replace(op, nm=nm) if op.name in keys.values() else op for op in ops]
+    # 2:4 chosen per layer (a hardware target's search): those masks run on the N:M path
+    ops = [replace(op, nm=(2, 4)) if op.name in layers and layers[op.name].get("format") == "2:4" else op
+           for op in ops]
     quant = {key: info["quant"] for key, info in layers.items() if isinstance(info.get("quant"), dict)}
     ops = [replace(op, weight_bits=int(quant[op.name]["bits"]), group_size=int(quant[op.name]["group_size"]))
            if op.name in quant else op for op in ops]

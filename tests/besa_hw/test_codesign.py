@@ -61,3 +61,26 @@ def test_target_needs_besa(tiny_model_dir, text_file, tmp_path, capsys):
     assert main(["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--target-speedup", "1.05",
                  "--out", str(tmp_path / "r")]) == 2
     assert "applies to --method besa" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["besa-64x64", "vitcod-64x8"])
+def test_search_allocator_meets_the_target_and_records_its_formats(tiny_model_dir, text_file, tmp_path, preset):
+    out = tmp_path / "run"
+    assert main(["prune", "--model", str(tiny_model_dir), "--method", "search", "--calib", str(text_file),
+                 "--nsamples", "4", "--seqlen", "32", "--target-speedup", "1.05", "--target-hw", preset,
+                 "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["hw_target"]["predicted_speedup"] >= 1.05
+    sim = tmp_path / "sim"
+    assert main(["simulate", "--run", str(out), "--hw", preset, "--quiet", "--out", str(sim)]) == 0
+    layers = pd.read_csv(sim / "layers.csv").set_index("name")
+    for key, rec in manifest["layers"].items():  # dense-format layers simulate dense, the others do not
+        assert (layers.loc[key, "sparse_cycles"] == layers.loc[key, "dense_cycles"]) == (rec["format"] == "dense") \
+            or rec["achieved_sparsity"] == 0.0
+    total = pd.read_csv(sim / "summary.csv").set_index("op").loc["total"]
+    assert total.speedup == pytest.approx(1.05, rel=0.02)
+
+
+def test_search_needs_a_target(tiny_model_dir, tmp_path, capsys):
+    assert main(["prune", "--model", str(tiny_model_dir), "--method", "search", "--out", str(tmp_path / "r")]) == 2
+    assert "give --target-speedup" in capsys.readouterr().err

@@ -49,3 +49,25 @@ def test_from_table_rows():
              ((0.9, 40), (0.0, 150), (0.5, 100))]
     rows += [{"op": "other", "format": "dense", "sparsity": 0.0, "cycles": 20, "blocks": 2}]
     assert LatencyModel.from_rows(rows, 1.25) == _model()
+
+
+def test_knapsack_picks_the_least_error_within_the_budget():
+    from pruning.search import knapsack
+
+    errors = {"a": [0.0, 1.0, 5.0], "b": [0.0, 2.0, 3.0]}
+    costs = {"a": [10.0, 6.0, 2.0], "b": [10.0, 5.0, 4.0]}
+    # budget 12: (a1, b1) costs 11 with error 3; (a2, b0) costs 12 with error 5; (a0, b2) costs 14
+    assert knapsack(errors, costs, 12.0) == {"a": 1, "b": 1}
+    assert knapsack(errors, costs, 20.0) == {"a": 0, "b": 0}
+    assert knapsack(errors, costs, 7.0) == {"a": 2, "b": 2}  # the only fit
+    with pytest.raises(ValueError, match="no allocation"):
+        knapsack(errors, costs, 5.0)
+
+
+def test_candidates_include_2_4_where_tabled():
+    from pruning.search import Candidate, candidates
+
+    m = LatencyModel(1.25, (0.0, 0.5, 0.9), {"q_proj": 100.0}, {"q_proj": (150.0, 100.0, 40.0)}, 20.0, 2, nm={"q_proj": 60.0})
+    assert candidates(m, "q_proj") == [Candidate(0.0, "dense", 100.0), Candidate(0.5, "dense", 100.0),
+                                       Candidate(0.9, "sparse", 40.0), Candidate(0.5, "2:4", 60.0)]
+    assert m.cycles("q_proj", 0.5, "2:4") == 60.0 and m.cycles("q_proj", 0.7, "sparse") == pytest.approx(70.0)

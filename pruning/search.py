@@ -1,0 +1,96 @@
+"""Search-based allocation under a latency budget (SPDY, Frantar & Alistarh, ICML 2022, arXiv
+2201.13096; ZipLM, arXiv 2302.04089), block by block, from the simulator's latency table.
+
+The rule. For each Linear of a block and each candidate (a sparsity of the table's grid with a
+Wanda mask, run in its cheapest format; and a 2:4 Wanda mask where the preset gains from 2:4),
+the error is the block's output error with that Linear alone pruned so, the others dense:
+the channel-normalised MSE of BESA's loss against the dense block's outputs, on
+``search_samples`` calibration segments. Errors are taken as additive (SPDY's assumption), and a
+dynamic programme over the seven Linears picks one candidate each, minimising the summed error with
+the summed table cycles within the block's budget (:class:`pruning.hw_target.LatencyModel`), the
+cycles counted in units of 1/2000 of the budget (rounded up, so the choice never exceeds it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from pruning.besa import channel_normalised_mse
+from pruning.masks import nm_mask, rowwise_mask
+from pruning.metrics import wanda_score
+
+__all__ = ["Candidate", "candidates", "knapsack", "prune_search"]
+
+UNITS = 2000  # budget resolution of the dynamic programme
+
+
+@dataclass(frozen=True)
+class Candidate:
+    sparsity: float
+    fmt: str      # dense | sparse | 2:4
+    cycles: float
+
+
+def candidates(latency, op: str) -> list[Candidate]:
+    """The options of ``op``: each grid sparsity in its cheapest format, and 2:4 where tabled."""
+    out = [Candidate(s, *latency.best(op, s)) for s in latency.grid]
+    if op in latency.nm:
+        out.append(Candidate(0.5, "2:4", latency.nm[op]))
+    return out
+
+
+def knapsack(errors: dict[str, list[float]], costs: dict[str, list[float]], budget: float) -> dict[str, int]:
+    """Index of one option per key minimising the summed error with summed cost <= budget (ValueError
+    when even the cheapest options exceed it)."""
+    best = {0: (0.0, {})}  # units used -> (error, choice)
+    for key in errors:
+        nxt: dict[int, tuple[float, dict]] = {}
+        for used, (err, choice) in best.items():
+            for i, (e, c) in enumerate(zip(errors[key], costs[key])):
+                u = used + math.ceil(c / budget * UNITS - 1e-9)
+                if u <= UNITS and (u not in nxt or err + e < nxt[u][0]):
+                    nxt[u] = (err + e, {**choice, key: i})
+        if not nxt:
+            raise ValueError("no allocation of the block fits its latency budget")
+        best = nxt
+    return min(best.values(), key=lambda v: v[0])[1]
+
+
+def _mask(weight: torch.Tensor, score: torch.Tensor, cand: Candidate) -> torch.Tensor:
+    return nm_mask(score, 2, 4) if cand.fmt == "2:4" else rowwise_mask(score, cand.sparsity)
+
+
+@torch.no_grad()
+def _block_error(job, samples: torch.Tensor, denom: torch.Tensor) -> float:
+    device = next(job.block.parameters()).device
+    pred = job.block(job.inputs[samples].to(device), **job.kwargs)
+    pred = pred[0] if isinstance(pred, tuple) else pred
+    return float(channel_normalised_mse(pred, job.dense_out[samples].to(device), denom))
+
+
+@torch.no_grad()
+def prune_search(job) -> dict[str, torch.Tensor]:
+    """Masks of one block from the search (see the module docstring); records each op's format."""
+    latency, cfg = job.config.hw_target, job.config
+    n = min(cfg.search_samples, job.inputs.shape[0])
+    samples = torch.randperm(job.inputs.shape[0], generator=torch.Generator().manual_seed(cfg.seed + job.index))[:n]
+    target = job.dense_out[samples].float()
+    denom = target.pow(2).reshape(-1, target.shape[-1]).mean(dim=0).clamp_min(1e-8)
+    denom = denom.to(next(job.block.parameters()).device)
+    options, errors, scores = {}, {}, {}
+    for op, lin in job.linears.items():
+        scores[op] = wanda_score(lin.weight, job.stats[op].sq_mean)
+        options[op] = candidates(latency, op)
+        saved = lin.weight.data.clone()
+        errors[op] = []
+        for cand in options[op]:
+            lin.weight.data.mul_(_mask(saved, scores[op], cand).to(saved.dtype))
+            errors[op].append(_block_error(job, samples, denom))
+            lin.weight.data.copy_(saved)
+    pick = knapsack(errors, {op: [c.cycles for c in opts] for op, opts in options.items()}, latency.block_budget)
+    chosen = {op: options[op][i] for op, i in pick.items()}
+    job.info["formats"] = {op: c.fmt for op, c in chosen.items()}
+    return {op: _mask(lin.weight, scores[op], chosen[op]) for op, lin in job.linears.items()}
