@@ -9,7 +9,7 @@ target. Nothing here is tuned: BESA's beta (5) weighs the latency penalty as it 
 penalty.
 
     python bench/codesign.py --presets besa-64x64,vitcod-64x8 --phase decode \\
-        --sparsities 0.4,0.5,0.6 --targets 1.02,1.04 --nsamples 8 --windows 16
+        --sparsities 0.4,0.5,0.6 --targets 1.02,1.04 --hw-methods besa,search --nsamples 8 --windows 16
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _prune(out: Path, args, **fields) -> float:
+def _prune(out: Path, args, method: str = "besa", **fields) -> float:
     from besa_hw.runs import prune_to_run
     from pruning import CalibConfig, PruneConfig
 
     calib = CalibConfig(str(Path(args.data_dir) / "wikitext-2/wiki.valid.tokens"), args.nsamples, 512, 0)
-    cfg = PruneConfig(method="besa", seed=0, besa_samples=min(24, args.nsamples), **fields)
+    cfg = PruneConfig(method=method, seed=0, besa_samples=min(24, args.nsamples), **fields)
     t = time.perf_counter()
     prune_to_run("smollm2-135m", None, cfg, calib, out)
     return time.perf_counter() - t
@@ -69,6 +69,7 @@ def main() -> int:
     p.add_argument("--phase", choices=("decode", "prefill"), default="decode")
     p.add_argument("--sparsities", default="0.4,0.5,0.6")
     p.add_argument("--targets", default="1.02,1.04")
+    p.add_argument("--hw-methods", default="besa,search", help="hardware-targeted methods: besa, search")
     p.add_argument("--nsamples", type=int, default=32)
     p.add_argument("--windows", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
@@ -103,17 +104,20 @@ def main() -> int:
         table, _ = cached_table(table_spec(get_shape("smollm2-135m"), args.phase, None, None), load_hardware(pr),
                                 DEFAULT_CACHE)
         for x in [float(v) for v in args.targets.split(",")]:
-            run = work / f"hw-{pr}-{x}"
-            secs = _prune(run, args, hw_target=LatencyModel.from_rows(table.to_dict("records"), x))
-            from pruning.export import read_manifest
+            for method in args.hw_methods.split(","):
+                run = work / f"{method}-{pr}-{x}"
+                secs = _prune(run, args, method, hw_target=LatencyModel.from_rows(table.to_dict("records"), x))
+                from pruning.export import read_manifest
 
-            sparsity = read_manifest(run)["achieved_sparsity"]
-            ppl, up = _ppl(run, args), _speedup(run, pr, args.phase)
-            ref = _interpolate(plain[pr], up)
-            rows.append((pr, x, up, ppl, ref))
-            print(f"| {pr} | BESA target {x:g}x | {sparsity:.3f} | {up:.4f}x | {ppl:.2f} | "
-                  f"{'-' if ref is None else f'{ref:.2f}'} | {secs:.0f} |", flush=True)
-            shutil.rmtree(run)
+                manifest = read_manifest(run)
+                ppl, up = _ppl(run, args), _speedup(run, pr, args.phase)
+                ref = _interpolate(plain[pr], up)
+                rows.append((pr, method, x, up, ppl, ref))
+                formats = ", ".join(f"{k} {v}" for k, v in manifest["hw_target"]["formats"].items())
+                label = "BESA" if method == "besa" else "search"
+                print(f"| {pr} | {label} target {x:g}x ({formats}) | {manifest['achieved_sparsity']:.3f} | {up:.4f}x | "
+                      f"{ppl:.2f} | {'-' if ref is None else f'{ref:.2f}'} | {secs:.0f} |", flush=True)
+                shutil.rmtree(run)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -131,7 +131,9 @@ def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None
                    help="search: Wanda masks, per-layer sparsity and format from a search under --target-speedup")
     g.add_argument("--preset", help="TOML preset (path or name in configs/prune), overridden by flags")
     g.add_argument("--sparsity", type=float, help="target sparsity in [0, 1) (default 0.5)")
-    g.add_argument("--allocation", choices=("row", "layer"), help="BESA allocation granularity (default row)")
+    g.add_argument("--allocation", choices=("row", "layer", "owl"),
+                   help="BESA: learned per row or per layer (default row); wanda/sparsegpt/magnitude: owl (OWL's "
+                        "per-block sparsity from outlier ratios, --set owl_m=5 --set owl_lambda=0.08)")
     g.add_argument("--importance", choices=("wanda", "magnitude", "sparsegpt"), help="BESA weight ranking")
     g.add_argument("--reconstruct", action="store_true", default=None,
                    help="BESA: rebuild kept weights with SparseGPT's OBS update after learning the allocation")
@@ -224,7 +226,13 @@ def build_configs(args: argparse.Namespace):
     from pruning.masks import load_profile
 
     fields = _preset(args.preset)
-    flags = {"sparsity": args.sparsity, "besa_allocation": args.allocation, "besa_importance": args.importance,
+    owl = args.allocation == "owl"
+    if owl and args.method == "besa":
+        raise ValueError("--allocation owl applies to wanda, sparsegpt and magnitude; BESA learns its own")
+    if args.allocation in ("row", "layer") and args.method != "besa":
+        raise ValueError(f"--allocation {args.allocation} applies to besa; {args.method} takes --allocation owl")
+    flags = {"sparsity": args.sparsity, "besa_allocation": None if owl else args.allocation,
+             "besa_importance": args.importance,
              "besa_reconstruct": args.reconstruct, "besa_epochs": args.epochs, "wbits": args.wbits,
              "group_size": args.group_size, "quantizer": args.quantizer}
     fields.update({k: v for k, v in flags.items() if v is not None})
@@ -236,6 +244,8 @@ def build_configs(args: argparse.Namespace):
         fields.setdefault("sparsity", 1 - nm[0] / nm[1])
     if args.profile:
         fields["profile"] = load_profile(args.profile)
+    if owl:
+        fields.setdefault("owl_m", 5.0)
     fields.update(parse_overrides(getattr(args, "prune_set", None) or []))
     if args.target_speedup is not None:
         if args.sparsity is not None:

@@ -129,6 +129,9 @@ class PruneConfig:
     # BESA with a hardware target (pruning.hw_target.LatencyModel): a latency penalty from a simulator
     # latency table replaces the sparsity penalty; `sparsity` is then not a target.
     hw_target: object | None = None
+    # OWL (pruning.owl): per-block sparsity from outlier ratios; owl_m None = uniform allocation
+    owl_m: float | None = None
+    owl_lambda: float = 0.08
     search_samples: int = 4  # method search: calibration segments its candidate errors are measured on
 
     def __post_init__(self) -> None:
@@ -159,6 +162,11 @@ class PruneConfig:
             raise ValueError(f"a hardware target (--target-speedup) applies to besa and search, not to {self.method}")
         if self.method == "search" and self.hw_target is None:
             raise ValueError("method search allocates under a latency budget: give --target-speedup")
+        if self.owl_m is not None and (self.method not in ("magnitude", "wanda", "sparsegpt") or self.nm
+                                       or self.profile is not None):
+            raise ValueError("OWL allocates the sparsity of wanda, sparsegpt or magnitude (no N:M, no --profile)")
+        if self.owl_m is not None and not (self.owl_m > 0 and 0 <= self.owl_lambda < 0.5):
+            raise ValueError(f"OWL needs owl_m > 0 and owl_lambda in [0, 0.5), got {self.owl_m}, {self.owl_lambda}")
         if self.search_samples < 1:
             raise ValueError(f"search_samples must be >= 1, got {self.search_samples}")
 
@@ -227,6 +235,8 @@ class PruneConfig:
             out.update({k[5:]: v for k, v in self.__dict__.items() if k.startswith("besa_")})
         if self.method == "search":
             out.update(search_samples=self.search_samples)
+        if self.owl_m is not None:
+            out.update(allocation="owl", owl_m=self.owl_m, owl_lambda=self.owl_lambda)
         if self.hw_target is not None:
             out["hw_target"] = self.hw_target.summary()
         if self.wbits is not None:

@@ -264,7 +264,7 @@ def _replay_block(i: int, block: nn.Module, targets: dict, hidden, dense_stream,
     return hidden, dense_stream, dict(rec.get("carry", {}))
 
 
-def _as_blocks(model) -> LoadedModel:
+def as_blocks(model) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else LoadedModel(model)
 
 
@@ -283,10 +283,18 @@ def prune_model(model, calib_ids: torch.Tensor | None, cfg: PruneConfig, progres
 
     Returns masks keyed by module path (in memory unless streamed) plus per-layer records.
     """
-    src = _as_blocks(model)
+    src = as_blocks(model)
     if src.streamed and checkpoint is None:
         raise ValueError("a streamed model needs a checkpoint folder for its results")
     check_model_fits(src.model, cfg)
+    if cfg.owl_m is not None:  # OWL: per-block sparsity from a dense pass, then the method as usual
+        from dataclasses import replace
+
+        from pruning.owl import owl_profile
+        if calib_ids is None:
+            raise ValueError("OWL needs calibration data")
+        cfg = replace(cfg, profile=owl_profile(model, calib_ids, cfg.sparsity, cfg.owl_m, cfg.owl_lambda,
+                                               cfg.forward_batch, act_device), owl_m=None)
     all_targets = layer_targets(src.model, cfg)
     n_blocks = len(src) if blocks is None else blocks
     if not 1 <= n_blocks <= len(src):
