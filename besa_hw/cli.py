@@ -102,12 +102,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    if os.getpid() != _MAIN_PID:  # a forked worker (datasets, lm-eval, a pool) ended by its parent: no traceback
+        os._exit(128 + signum)
     raise KeyboardInterrupt
+
+
+_MAIN_PID = os.getpid()
 
 
 def _terminate_as_interrupt():
     """SIGTERM (kill, a job scheduler's timeout) unwinds like Ctrl-C, so half-built output folders
     are removed and the previous ones kept; returns the old handler (None off the main thread)."""
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     try:
         return signal.signal(signal.SIGTERM, _raise_interrupt)
     except ValueError:  # not the main thread: leave signals alone

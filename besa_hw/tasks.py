@@ -29,6 +29,12 @@ __all__ = ["PAPER_TASKS", "TaskConfig", "LoadedTasks", "lm_eval_version", "load_
            "record_tasks", "tasks_table", "tasks_mean"]
 
 PAPER_TASKS = ("piqa", "boolq", "hellaswag", "winogrande", "arc_easy", "arc_challenge")
+# Task YAMLs shipped with besa-hw that read local JSONL files (configs/tasks/paper/), and named sets of them:
+# "paper" is BESA's zero-shot table without HellaSwag (no local file of it), "local" all seven.
+LOCAL_TASK_DIR = Path(__file__).resolve().parents[1] / "configs" / "tasks" / "paper"
+TASK_SETS = {"paper": ("piqa", "boolq", "winogrande", "arc_easy", "arc_challenge"),
+             "local": ("piqa", "boolq", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "lambada_openai")}
+DATA_ENV = "BESA_HW_TASK_DATA"  # where the local task files are, when --task-data is not given
 INSTALL_HINT = "pip install 'besa-hw[tasks]'"
 MIN_LM_EVAL = "0.4.12"  # as in pyproject.toml's extra
 NETWORK_HINT = ("standard tasks download their data from the Hugging Face Hub, which needs the network once "
@@ -44,12 +50,21 @@ class TaskConfig:
 
     tasks: tuple[str, ...]
     num_fewshot: int = 0
-    limit: int | None = None
+    limit: int | None = None  # lm-eval's meaning: the first N documents
     batch_size: int = 1
+    data_dir: str | None = None  # folder of the local task files (None: $BESA_HW_TASK_DATA, else beside the YAML)
+    subset: int | None = None  # a seeded random subset of at most N documents per task (benchmarks)
+    subset_seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("--tasks names no task")
+        if self.limit is not None and self.subset is not None:
+            raise ValueError("--limit (the first N documents) and --subset (N seeded random ones): give one")
+        if self.subset is not None and self.subset < 1:
+            raise ValueError(f"--subset must be >= 1 (documents per task), got {self.subset}")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise FileNotFoundError(f"task data folder not found: {self.data_dir}")
         if self.num_fewshot < 0:
             raise ValueError(f"--num-fewshot must be >= 0, got {self.num_fewshot}")
         if self.limit is not None and self.limit < 1:
@@ -59,8 +74,27 @@ class TaskConfig:
 
     @classmethod
     def parse(cls, tasks: str, **kwargs) -> "TaskConfig":
-        """From the comma-separated ``--tasks`` text."""
-        return cls(tuple(t.strip() for t in tasks.split(",") if t.strip()), **kwargs)
+        """From the comma-separated ``--tasks`` text; a set name (paper, local) or a shipped local task's
+        name with ``local:`` (local:piqa) stands for the shipped YAMLs."""
+        items = []
+        for t in (t.strip() for t in tasks.split(",") if t.strip()):
+            if t in TASK_SETS:
+                items += [str(LOCAL_TASK_DIR / f"{n}.yaml") for n in TASK_SETS[t]]
+            elif t.startswith("local:"):
+                name = t.removeprefix("local:")
+                if name not in TASK_SETS["local"]:
+                    raise ValueError(f"no shipped local task {name!r}; choose from {', '.join(TASK_SETS['local'])}")
+                items.append(str(LOCAL_TASK_DIR / f"{name}.yaml"))
+            else:
+                items.append(t)
+        return cls(tuple(items), **kwargs)
+
+    @property
+    def data_folder(self) -> Path | None:
+        import os
+
+        folder = self.data_dir or os.environ.get(DATA_ENV)
+        return Path(folder) if folder else None
 
 
 @dataclass
@@ -138,7 +172,7 @@ def load_tasks(cfg: TaskConfig) -> LoadedTasks:
             tasks.update(built)
             sources.update(dict.fromkeys(built, "lm-eval"))
     for path, explicit in yamls:
-        config = _read_yaml(path, explicit)
+        config = _read_yaml(path, explicit, cfg.data_folder)
         if config is None:
             continue
         hub = config.get("dataset_path") not in LOCAL_BUILDERS
@@ -161,9 +195,11 @@ def _match(manager, name: str, version: str) -> list[str]:
     return matched
 
 
-def _read_yaml(path: Path, explicit: bool) -> dict | None:
-    """A local task YAML's config with its data paths resolved against its folder. A YAML of a folder
-    without a ``task`` key (a template or group) is skipped (None); one named explicitly is refused."""
+def _read_yaml(path: Path, explicit: bool, data_folder: Path | None = None) -> dict | None:
+    """A local task YAML's config with its relative data paths resolved against ``data_folder`` (the
+    user's --task-data) or else the YAML's folder; a data file found in neither is refused, naming it.
+    A YAML of a folder without a ``task`` key (a template or group) is skipped (None); one named
+    explicitly is refused."""
     import yaml
     from lm_eval.tasks._yaml_loader import load_yaml  # lm-eval's own reader: include and !function resolved
 
@@ -180,8 +216,20 @@ def _read_yaml(path: Path, explicit: bool) -> dict | None:
     kwargs = config.get("dataset_kwargs") or {}
     for key in ("data_files", "data_dir"):
         if key in kwargs:
-            kwargs[key] = _resolve(kwargs[key], path.parent)
+            kwargs[key] = _resolve(kwargs[key], data_folder or path.parent)
+    if config.get("dataset_path") in LOCAL_BUILDERS:
+        _check_data_files(kwargs.get("data_files"), config["task"], data_folder)
     return config
+
+
+def _check_data_files(value, task: str, data_folder: Path | None) -> None:
+    """FileNotFoundError naming the first data file of a local task that does not exist."""
+    files = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for f in files:
+        if isinstance(f, str) and not glob.glob(f):
+            where = (f"in the task data folder {data_folder}" if data_folder else
+                     f"(give the folder of the task files with --task-data DIR or {DATA_ENV})")
+            raise FileNotFoundError(f"task {task}: data file {Path(f).name} not found {where}")
 
 
 def _resolve(value, folder: Path):
@@ -212,19 +260,36 @@ def evaluate_tasks(lm, tokenizer, loaded: LoadedTasks, cfg: TaskConfig) -> dict[
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
+    import time
+
     device = str(next(lm.parameters()).device)
     model = HFLM(pretrained=lm, tokenizer=tokenizer, batch_size=cfg.batch_size, device=device)
-    out = simple_evaluate(model=model, tasks=list(loaded.tasks.values()), num_fewshot=cfg.num_fewshot,
-                          limit=cfg.limit, task_manager=loaded.manager, log_samples=False)
     version = lm_eval_version()
     rows = {}
-    for name, metrics in out["results"].items():
-        if name not in loaded.sources:  # a group's aggregate row
-            continue
-        n = (out.get("n-samples") or {}).get(name, {})
-        rows[name] = {**_metrics(metrics), "n": n.get("effective"), "num_fewshot": out["n-shot"].get(name),
-                      "limit": cfg.limit, "source": loaded.sources[name], "lm_eval": version}
+    for name, task in loaded.tasks.items():  # one task at a time: its own progress line and time
+        samples = None if cfg.subset is None else {name: subset_indices(task, cfg.subset, cfg.subset_seed)}
+        start = time.perf_counter()
+        out = simple_evaluate(model=model, tasks=[task], num_fewshot=cfg.num_fewshot, limit=cfg.limit,
+                              samples=samples, task_manager=loaded.manager, log_samples=False)
+        seconds = time.perf_counter() - start
+        for got, metrics in out["results"].items():
+            if got not in loaded.sources:  # a group's aggregate row
+                continue
+            n = (out.get("n-samples") or {}).get(got, {}).get("effective")
+            rows[got] = {**_metrics(metrics), "n": n, "num_fewshot": out["n-shot"].get(got), "limit": cfg.limit,
+                         "subset": None if cfg.subset is None else f"{cfg.subset} (seed {cfg.subset_seed})",
+                         "seconds": round(seconds, 1), "source": loaded.sources[got], "lm_eval": version}
+            logger.info("%s: %s documents in %.0f s (%.1f documents/s)", got, n, seconds, (n or 0) / seconds)
     return rows
+
+
+def subset_indices(task, size: int, seed: int) -> list[int]:
+    """A seeded random subset of at most ``size`` of ``task``'s evaluation documents (all when fewer),
+    in ascending order."""
+    import random
+
+    n = len(task.eval_docs)
+    return sorted(random.Random(seed).sample(range(n), size)) if size < n else list(range(n))
 
 
 def _metrics(results: dict) -> dict[str, float | None]:

@@ -31,11 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dense", action="store_true", help="with --run: also evaluate the unpruned model")
     p.add_argument("--device", default=None)
     t = p.add_argument_group("zero-shot tasks (lm-eval: pip install 'besa-hw[tasks]')")
-    t.add_argument("--tasks", help="comma-separated lm-eval task names (BESA's: piqa,boolq,hellaswag,winogrande,"
-                                   "arc_easy,arc_challenge; their datasets are downloaded once), local task YAML "
-                                   "files, or folders of them given with a slash (configs/tasks/)")
+    t.add_argument("--tasks", help="comma-separated: paper (BESA's zero-shot tasks without HellaSwag, from local "
+                                   "files: piqa, boolq, winogrande, arc_easy, arc_challenge), local (those and "
+                                   "openbookqa, lambada_openai), local:NAME, lm-eval task names (their datasets are "
+                                   "downloaded once), local task YAML files, or folders of them given with a slash")
     t.add_argument("--num-fewshot", type=int, default=0, help="few-shot examples per prompt (default 0)")
-    t.add_argument("--limit", type=int, default=None, help="at most N documents per task (bounds CPU time)")
+    t.add_argument("--task-data", metavar="DIR",
+                   help="folder of the local task files (e.g. the shared data's zero-shot/); default: "
+                        "$BESA_HW_TASK_DATA")
+    t.add_argument("--limit", type=int, default=None, help="the first N documents of each task (lm-eval's meaning)")
+    t.add_argument("--subset", type=int, metavar="N", help="a seeded random subset of at most N documents per task")
+    t.add_argument("--subset-seed", type=int, default=0, help="seed of --subset (default 0)")
     t.add_argument("--batch-size", type=int, default=1, help="lm-eval batch size (default 1)")
     p.set_defaults(func=handle)
 
@@ -54,7 +60,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.max_windows < 0:
         raise ValueError(f"--max-windows must be >= 0 (0 = all), got {args.max_windows}")
     tasks = TaskConfig.parse(args.tasks, num_fewshot=args.num_fewshot, limit=args.limit,
-                             batch_size=args.batch_size) if args.tasks else None
+                             batch_size=args.batch_size, data_dir=args.task_data, subset=args.subset,
+                             subset_seed=args.subset_seed) if args.tasks else None
     if args.run:
         check_run(args.run)
         saved_model_dir(args.run)  # a run that cannot be reproduced fails before any download
