@@ -182,7 +182,7 @@ def _error(capsys) -> str:
     ("nope/tiny.yaml", (), ("task YAML nope/tiny.yaml not found",)),
     ("{tmp}/", (), ("holds no .yaml task file",)),
     ("{tasks}/_template.yaml", (), ("defines no 'task'",)),
-    ("{broken}", (), ("task tiny_mc", "its dataset could not be loaded", "FileNotFoundError")),
+    ("{broken}", (), ("task tiny_mc: data file tiny_mc.jsonl not found", "--task-data DIR")),
     ("{tasks}/tiny_mc.yaml", ("--limit", "0"), ("--limit must be >= 1",)),
     ("{tasks}/tiny_mc.yaml", ("--num-fewshot", "-1"), ("--num-fewshot must be >= 0",)),
     (None, (), ("nothing to evaluate", "--tasks")),
