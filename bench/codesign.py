@@ -38,7 +38,7 @@ def _prune(out: Path, args, method: str = "besa", **fields) -> float:
 
 
 def _ppl(run: Path, args) -> float:
-    from besa_hw.runjob import EvalConfig, evaluate_run
+    from besa_hw.evaluation import EvalConfig, evaluate_run
 
     ev = EvalConfig(str(Path(args.data_dir) / "wikitext-2-raw/wiki.test.raw"), 512, args.windows, part="all")
     return evaluate_run(run, ev, "cpu", dense=False)["pruned"]
@@ -46,7 +46,7 @@ def _ppl(run: Path, args) -> float:
 
 def _speedup(run: Path, preset: str, phase: str) -> float:
     from besa_hw.pipeline import PHASE_TOKENS
-    from besa_hw.runjob import simulate_run
+    from besa_hw.pipeline import simulate_run
     from simulator import load_hardware, step_metrics
 
     hw = load_hardware(preset)

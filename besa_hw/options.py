@@ -118,7 +118,28 @@ def workload_spec(args: argparse.Namespace):
 def hardware(args: argparse.Namespace):
     from simulator.config import load_hardware, parse_overrides
 
-    return load_hardware(args.hw, parse_overrides(args.overrides))
+    return load_hardware(args.hw, parse_overrides(split_settings(args.overrides, prune=False, hw=True)[1]))
+
+
+def add_scale_args(p: argparse.ArgumentParser) -> None:
+    """Block streaming, resume and the memory estimate (prune and run)."""
+    s = p.add_argument_group("scale (block streaming)")
+    s.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="dtype of the block being pruned and of the calibration activations (default: float32 on "
+                        "cpu, bfloat16 on cuda); allocation logits, clipping parameters and losses stay float32")
+    s.add_argument("--activations", choices=("auto", "device", "cpu"), default="auto",
+                   help="where the calibration activations live: on the compute device, or in CPU RAM when they do "
+                        "not fit there (auto: decided from the memory estimate)")
+    s.add_argument("--blocks", type=int, metavar="N",
+                   help="prune only the first N blocks (for time/memory measurements; eval and simulate refuse it)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted prune into --out from its last finished block (same settings)")
+    s.add_argument("--no-estimate", action="store_true",
+                   help="skip the memory check that refuses a prune which would not fit")
+
+
+def compute_dtype(args: argparse.Namespace, device: str) -> str:
+    return args.dtype or ("float32" if device == "cpu" else "bfloat16")
 
 
 def add_prune_args(p: argparse.ArgumentParser, method_default: str | None = None, nsamples: int = 32,
@@ -246,7 +267,7 @@ def build_configs(args: argparse.Namespace):
         fields["profile"] = load_profile(args.profile)
     if owl:
         fields.setdefault("owl_m", 5.0)
-    fields.update(parse_overrides(getattr(args, "prune_set", None) or []))
+    fields.update(parse_overrides(split_settings(getattr(args, "prune_set", None) or [], prune=True, hw=False)[0]))
     if args.target_speedup is not None:
         if args.sparsity is not None:
             raise ValueError("--sparsity and --target-speedup both set the sparsity; give one")
@@ -278,3 +299,36 @@ def latency_target(args: argparse.Namespace):
     spec = table_spec(model_shape(args.model), args.target_phase, args.target_tokens, args.target_context)
     table, _ = cached_table(spec, hw, DEFAULT_CACHE)
     return LatencyModel.from_rows(table.to_dict("records"), args.target_speedup)
+
+
+def split_settings(items: list[str], prune: bool, hw: bool) -> tuple[list[str], list[str]]:
+    """``--set`` items as (PruneConfig items, HardwareConfig items): ``prune.FIELD=V`` and ``hw.FIELD=V``
+    name their section; an unsectioned ``FIELD=V`` goes where FIELD is a field (ValueError when it is
+    a field of both, of neither, or of a section the command does not take)."""
+    import dataclasses
+
+    from simulator.config import HardwareConfig
+
+    hw_fields = {f.name for f in dataclasses.fields(HardwareConfig)} if hw else set()
+    prune_fields = _settable_fields() if prune else set()  # (importing PruneConfig brings torch)
+    out: dict[str, list[str]] = {"prune": [], "hw": []}
+    allowed = [name for name, ok in (("prune", prune), ("hw", hw)) if ok]
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, field = key.partition(".")
+        if not dot:
+            field = key
+            section = ("prune" if field in prune_fields else "") + ("hw" if field in hw_fields else "")
+            if section == "prunehw":
+                raise ValueError(f"--set {item!r}: {field} is a pruning and a hardware field; write prune.{field} "
+                                 f"or hw.{field}")
+            if not section and len(allowed) == 2:
+                raise ValueError(f"--set {item!r}: {field} is neither a pruning field nor a hardware field")
+            if not section:
+                section = allowed[0]  # that section's parser names the valid fields
+        if section not in ("prune", "hw") or not sep:
+            raise ValueError(f"--set {item!r}: expected [prune.|hw.]FIELD=VALUE")
+        if section not in allowed:
+            raise ValueError(f"--set {item!r}: this command takes no {section} settings")
+        out[section].append(f"{field}={value}")
+    return out["prune"], out["hw"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +16,8 @@ from simulator import HardwareConfig, LayerOp, Simulator, get_shape, results_fra
 from simulator.synthetic import AllocationProfile, synthetic_ops
 from simulator.workload import check_tokens
 
-__all__ = ["PHASE_TOKENS", "WorkloadSpec", "build_ops", "simulate", "write_table", "write_json"]
+__all__ = ["PHASE_TOKENS", "WorkloadSpec", "Timings", "build_ops", "simulate", "simulate_run", "write_table",
+           "write_json"]
 
 # Default tokens per phase: decode = one token (batch 1); prefill = a 2048-token prompt.
 PHASE_TOKENS = {"decode": 1, "prefill": 2048}
@@ -106,3 +108,33 @@ def write_json(obj: object, path: str | Path) -> Path:
         obj = dataclasses.asdict(obj)
     _atomic_write(path, json.dumps(obj, indent=2) + "\n")
     return path
+
+
+@dataclass
+class Timings:
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, start: float) -> None:
+        self.steps[name] = round(time.perf_counter() - start, 2)
+
+
+def simulate_run(run_dir: str | Path, hw: HardwareConfig, phases: dict[str, int], compute_only: bool = False,
+                 progress: bool = False, context: int | None = None,
+                 linear_only: bool = False) -> dict[str, pd.DataFrame]:
+    """Simulate a run folder's masks per phase (the whole decoder step unless ``linear_only``; decode
+    attends to ``context`` cached tokens); writes RUN_DIR/sim/<phase>/{layers,summary,blocks}.csv."""
+    from besa_hw.outdir import mark
+
+    sim_dir = Path(run_dir) / "sim"
+    totals = {}
+    for phase, tokens in phases.items():
+        spec = WorkloadSpec(run_dir=str(run_dir), phase=phase, tokens=tokens, linear_only=linear_only,
+                            context=context if phase == "decode" else None)
+        layers, summary = simulate(build_ops(spec), hw, compute_only, progress, desc=f"simulate {phase}")
+        write_table(layers, sim_dir / phase / "layers.csv")
+        write_table(summary, sim_dir / phase / "summary.csv")
+        write_table(summarize(layers, by="block"), sim_dir / phase / "blocks.csv")
+        mark(sim_dir / phase, "simulate")
+        totals[phase] = summary
+    write_json(hw, sim_dir / "hardware.json")
+    return totals

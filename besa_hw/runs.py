@@ -1,6 +1,7 @@
-"""Run folders and models: prune a model into a run folder, and load a run's pruned model back.
+"""The prune pipeline: a model pruned into a run folder, streamed block by block where it can be,
+with a checkpoint per finished block (resume) and one manifest. The one path `prune` and `run` take.
 
-Library functions shared by several commands (prune, run, eval); no argparse here.
+Reading a run folder back is :mod:`besa_hw.runfolder`; no argparse here.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prune_to_run", "write_result", "saved_model_dir", "read_finished_run", "load_run_model", "apply_codes",
-           "apply_masks"]
+__all__ = ["prune_to_run", "write_result", "hw_target_record"]
 
 
 def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path, *, device: str | None = None,
@@ -33,6 +33,7 @@ def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path,
     from pruning import prune_model
     from pruning.calibration import get_calibration
     from pruning.checkpoint import BlockCheckpoint
+    from pruning.methods import needs_data
     from pruning.sequential import check_model_fits
     from pruning.streaming import StreamedModel, is_streamable, parse_dtype
 
@@ -48,11 +49,12 @@ def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path,
         lm, tok, spec = load_model(model, gguf_file, device=device, dtype=dtype)
         src = lm
     check_model_fits(lm, cfg)
-    check_context(lm, seqlen=calib.seqlen)
+    if needs_data(cfg):  # magnitude pruning reads no calibration text: its length does not matter
+        check_context(lm, seqlen=calib.seqlen)
     checkpoint = None
     if checkpoint_dir is not None:
         checkpoint = BlockCheckpoint(checkpoint_dir, _fingerprint(spec, cfg, calib, dtype, device), resume=resume)
-    ids = get_calibration(tok, calib).to(device) if cfg.method != "magnitude" else None
+    ids = get_calibration(tok, calib).to(device) if needs_data(cfg) else None
     result = prune_model(src, ids, cfg, progress=progress, checkpoint=checkpoint, blocks=blocks,
                          act_device=activations)
     path = write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t0,
@@ -145,81 +147,61 @@ def hw_target_record(latency, layers: dict) -> dict:
             "formats": {f: formats.count(f) for f in sorted(set(formats) - {None})}}
 
 
-def saved_model_dir(run_dir: str | Path) -> Path | None:
-    """The run's saved pruned model, or None when masks (and codes) on the base model reproduce it.
+def check_blocks(blocks: int | None, spec) -> None:
+    """--blocks against the model's block count, before anything loads (when the config tells it)."""
+    from besa_hw.estimate import shape_of
 
-    Raises ValueError for a run that changed weights (sparsegpt, --reconstruct) without saving them
-    or their quantized codes.
-    """
-    from pruning.export import MODEL_DIR, read_manifest
-    from pruning.quant_export import QUANT
-
-    saved = Path(run_dir) / MODEL_DIR
-    if saved.is_dir():
-        return saved
-    manifest = read_manifest(run_dir)
-    if manifest.get("hyperparameters", {}).get("weights_updated") and not (Path(run_dir) / QUANT).is_file():
-        raise ValueError(f"run {run_dir} updated weights ({manifest['method']}) but has no saved model; "
-                         "re-run prune with --save-model")
-    return None
-
-
-def read_finished_run(run_dir: str | Path) -> tuple[dict, dict]:
-    """(masks, manifest) of a run folder that pruned every block (ValueError for a ``prune --blocks``
-    measurement run, with the simulator's wording and check)."""
-    from pruning.export import read_manifest, read_run
-    from simulator.workload import check_complete
-
-    check_complete(read_manifest(run_dir), run_dir)
-    return read_run(run_dir)
-
-
-def load_run_model(run_dir: str | Path, device: str = "cpu", base=None):
-    """(model, tokenizer, manifest) of a run: its saved model, or the base model with the masks applied.
-
-    ``base`` is an already loaded (model, tokenizer) of the base model, masked in place instead of
-    loading it again.
-    """
-    from besa_hw.models import load_model
-
-    saved = saved_model_dir(run_dir)
-    masks, manifest = read_finished_run(run_dir)
-    if saved is not None:
-        lm, tok, _ = load_model(str(saved), device=device)
-        return lm, tok, manifest
-    spec = manifest["model"]
-    lm, tok = base if base is not None else load_model(spec["id"], spec.get("gguf_file"), device=device)[:2]
-    apply_masks(lm, masks)
-    apply_codes(lm, run_dir, manifest)
-    return lm, tok, manifest
-
-
-def apply_codes(lm, run_dir: str | Path, manifest: dict) -> None:
-    """Replace quantized Linears' weights by their dequantized codes (a run's quant.safetensors, if any)."""
-    import torch
-
-    from pruning.quant_export import QUANT, load_quant
-
-    path = Path(run_dir) / QUANT
-    if not path.is_file():
+    if blocks is None:
         return
-    modules = dict(lm.named_modules())
-    with torch.no_grad():
-        for key, q in load_quant(path, manifest.get("layers") or {}).items():
-            w = modules[key].weight
-            if tuple(w.shape) != tuple(q.codes.shape):
-                raise ValueError(f"{path}: codes of {key} {tuple(q.codes.shape)} do not match the model")
-            w.copy_(q.dequantize().to(w.device, w.dtype))
+    if blocks < 1:
+        raise ValueError(f"--blocks must be >= 1, got {blocks}")
+    try:
+        shape = shape_of(spec.source if spec.gguf_file is None else spec.model_id)
+    except ValueError:
+        return
+    if shape is not None and blocks > shape.num_hidden_layers:
+        raise ValueError(f"--blocks {blocks} exceeds the model's {shape.num_hidden_layers} blocks")
 
 
-def apply_masks(lm, masks: dict) -> None:
-    """Zero the pruned weights of ``lm`` in place (mask True = kept)."""
-    import torch
+def check_unfinished(out: str | Path, resume: bool, overwrite: bool) -> Path:
+    """The folder of an unfinished prune into ``out`` (its checkpoint); refused when one exists and
+    neither ``resume`` nor ``overwrite`` says what to do with it."""
+    from besa_hw.outdir import partial_dir
 
-    modules = dict(lm.named_modules())
-    with torch.no_grad():
-        for path, mask in masks.items():
-            if path not in modules or tuple(modules[path].weight.shape) != tuple(mask.shape):
-                raise ValueError(f"mask {path} {tuple(mask.shape)} does not match the model")
-            w = modules[path].weight
-            w.mul_(mask.to(w.device, w.dtype))
+    partial = partial_dir(out)
+    if (partial / "progress.json").is_file() and not (resume or overwrite):
+        raise ValueError(f"an unfinished prune into {out} exists ({partial}); pass --resume to continue it "
+                         "or --overwrite to start over")
+    return partial
+
+
+def activation_device(spec, cfg, calib, device: str, dtype: str, activations: str, skip: bool) -> str | None:
+    """The estimate decides where activations live (``activations`` auto) and refuses a prune that
+    would not fit; None keeps them on the compute device."""
+    from besa_hw.estimate import check_fits
+
+    where = check_fits(spec, cfg, calib, device=device, dtype=dtype, activations=activations, skip=skip)
+    return "cpu" if where == "cpu" and device != "cpu" else None
+
+
+def keep_if_resumable(partial: Path, out: str | Path) -> None:
+    """After a failure: keep the finished blocks for --resume (and say so), or remove the folder
+    when no block finished (nothing is left behind). An unreadable progress file is left as it is."""
+    import json
+    import shutil
+    import sys
+
+    progress = partial / "progress.json"
+    if not progress.is_file():
+        shutil.rmtree(partial, ignore_errors=True)
+        return
+    try:
+        done = len(json.loads(progress.read_text())["blocks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"{progress} cannot be read; the unfinished prune in {partial} is left as it was", file=sys.stderr)
+        return
+    if not done:
+        shutil.rmtree(partial, ignore_errors=True)
+        return
+    print(f"{done} finished block(s) kept in {partial}; continue with the same command and --resume",
+          file=sys.stderr)

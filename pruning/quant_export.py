@@ -43,17 +43,21 @@ def save_quant(path: str | Path, quant: dict[str, QuantParams]) -> None:
 
 
 def load_quant(path: str | Path, layers: dict) -> dict[str, QuantParams]:
-    """QuantParams per module path; ``layers`` = the manifest's per-layer records (bits, group size)."""
-    raw = load_file(str(path))
+    """QuantParams per module path of ``layers`` (the manifest's per-layer records: bits, group size);
+    only those layers' tensors are read (a streamed evaluation reads one block's at a time)."""
+    from safetensors import safe_open
+
     out = {}
-    for key, rec in layers.items():
-        spec = rec.get("quant")
-        if spec is None:
-            continue
-        if f"{key}.codes" not in raw:
-            raise ValueError(f"{path}: no codes for {key}")
-        out[key] = QuantParams(raw[f"{key}.codes"], raw[f"{key}.scales"].float(), raw[f"{key}.zeros"],
-                               int(spec["bits"]), int(spec["group_size"]))
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        stored = set(fh.keys())
+        for key, rec in layers.items():
+            spec = rec.get("quant")
+            if spec is None:
+                continue
+            if f"{key}.codes" not in stored:
+                raise ValueError(f"{path}: no codes for {key}")
+            out[key] = QuantParams(fh.get_tensor(f"{key}.codes"), fh.get_tensor(f"{key}.scales").float(),
+                                   fh.get_tensor(f"{key}.zeros"), int(spec["bits"]), int(spec["group_size"]))
     return out
 
 

@@ -97,6 +97,11 @@ class LoadedModel:
     def embedding(self) -> Iterator[None]:
         yield
 
+    @contextlib.contextmanager
+    def head(self) -> Iterator[None]:
+        """The output head (final norm, lm_head) for the duration; always there in memory."""
+        yield
+
 
 class StreamedModel(LoadedModel):
     """A safetensors model folder read one block at a time (see the module docstring)."""
@@ -159,6 +164,19 @@ class StreamedModel(LoadedModel):
             yield
         finally:
             embed.to("meta")
+
+    @contextlib.contextmanager
+    def head(self) -> Iterator[None]:
+        """lm_head materialised for the duration (the final norm always is); a tied head is the
+        embedding's table."""
+        lm_head = self.model.lm_head
+        tied = "lm_head.weight" not in self.files
+        self._materialise(lm_head, "model.embed_tokens." if tied else "lm_head.")
+        try:
+            yield
+        finally:
+            lm_head.to("meta")
+            return_freed_memory()
 
     def read_tensor(self, name: str) -> torch.Tensor:
         """One tensor of the checkpoint as stored (for writing a pruned copy)."""

@@ -48,8 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from besa_hw.models import resolve_device, resolve_model
-    from besa_hw.runjob import check_run
-    from besa_hw.runs import saved_model_dir
+    from besa_hw.runfolder import check_run, saved_model_dir
     from besa_hw.tasks import TaskConfig, load_tasks
     from pruning.calibration import check_source
 
@@ -86,7 +85,7 @@ def handle(args: argparse.Namespace) -> int:
 
 def _perplexity(args: argparse.Namespace, device: str) -> None:
     from besa_hw.models import check_context, load_model, resolve_model
-    from besa_hw.runjob import EvalConfig, evaluate_run
+    from besa_hw.evaluation import EvalConfig, evaluate_run
     from pruning.calibration import describe_split, evaluation_part, text_of, tokenize
     from pruning.eval import perplexity
 
@@ -112,7 +111,7 @@ def _perplexity(args: argparse.Namespace, device: str) -> None:
 def _zero_shot(args: argparse.Namespace, cfg, loaded, device: str) -> None:
     from besa_hw.models import load_model
     from besa_hw.report.render import markdown_table
-    from besa_hw.runjob import evaluate_run_tasks
+    from besa_hw.evaluation import evaluate_run_tasks
     from besa_hw.tasks import evaluate_tasks, tasks_mean, tasks_table
 
     if args.model:

@@ -2,6 +2,12 @@
 
 prune (or reuse a finished run folder) -> perplexity dense vs pruned -> simulate
 dense and sparse on the same hardware (decode and prefill) -> RUN_DIR/report/.
+
+It prunes through the same pipeline as `prune` (a local safetensors model is streamed one
+block at a time; --resume, --blocks, --dtype, --activations and the memory estimate work alike)
+and evaluates block by block too, so a model larger than memory runs end to end.
+--set takes PruneConfig fields and hardware fields, as prune.FIELD=V / hw.FIELD=V or unsectioned
+where the name is only one of them.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ import shutil
 import time
 from pathlib import Path
 
-from besa_hw.options import (add_eval_part_arg, add_hardware_args, add_phase_args, add_prune_args, build_configs,
-                             hardware, phase_tokens)
+from besa_hw.options import (add_eval_part_arg, add_hardware_args, add_phase_args, add_prune_args, add_scale_args,
+                             build_configs, compute_dtype, hardware, phase_tokens, split_settings)
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="prune -> evaluate -> simulate -> report (the main job)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_prune_args(p, method_default="besa", nsamples=16, seqlen=256)
+    add_scale_args(p)
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--eval-data", default="pydoc",
                     help="text for perplexity: FILE | pydoc | wikitext2 | c4 (default pydoc; the test split of "
@@ -43,13 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _validate(args: argparse.Namespace):
+def _validate(args: argparse.Namespace) -> dict:
     """Check every input before any heavy work; returns what the run needs."""
+    from besa_hw.evaluation import EvalConfig
     from besa_hw.models import check_context, resolve_device, resolve_model
     from besa_hw.outdir import check_out_dir
-    from besa_hw.runjob import EvalConfig, check_run, is_finished_run
+    from besa_hw.runfolder import check_run, is_finished_run
+    from besa_hw.runs import activation_device, check_blocks, check_unfinished
     from pruning.calibration import HUB_SOURCES, calibration_part, check_disjoint, check_source, evaluation_part
+    from pruning.methods import needs_data
 
+    args.prune_set, args.overrides = split_settings(args.overrides, prune=True, hw=True)
     hw, phases = hardware(args), phase_tokens(args)
     cfg, calib = build_configs(args)
     ev = EvalConfig(args.eval_data, args.eval_seqlen, args.eval_windows, not args.no_eval, args.eval_part)
@@ -57,60 +68,87 @@ def _validate(args: argparse.Namespace):
     reuse = args.reuse and is_finished_run(out)
     check_out_dir(out, args.overwrite, reuse)
     device = resolve_device(args.device)
+    job = {"hw": hw, "phases": phases, "cfg": cfg, "ev": ev, "out": out, "reuse": reuse, "device": device,
+           "dtype": compute_dtype(args, device)}
     if reuse:
         check_run(out, need_model_id=ev.enabled)
-    else:
-        check_context(resolve_model(args.model, args.gguf_file), seqlen=calib.seqlen,
-                      eval_seqlen=ev.seqlen if ev.enabled else None)
-        if cfg.method != "magnitude":
-            check_source(calib.source)
+        return job | {"calib": calib}
+    spec = resolve_model(args.model, args.gguf_file)
+    check_blocks(args.blocks, spec)
+    check_context(spec, seqlen=calib.seqlen if needs_data(cfg) else None, eval_seqlen=ev.seqlen if ev.enabled else None)
+    if needs_data(cfg):
+        check_source(calib.source)
     if ev.enabled:
         check_source(ev.data, "evaluation text")
-    if not reuse and calib.source not in HUB_SOURCES:  # split the text that both sides read
+    if calib.source not in HUB_SOURCES:  # split the text that both sides read
         calib = dataclasses.replace(calib, part=calibration_part(calib.source, calib.part,
                                                                   ev.data if ev.enabled else None))
-    if ev.enabled and not reuse and cfg.method != "magnitude":  # a reused run is checked against its manifest
+    if ev.enabled and needs_data(cfg):
         eval_part = evaluation_part(ev.data, ev.part, {"dataset": calib.source, "part": calib.part})
         logger.info("calibration vs evaluation text: %s",
                     check_disjoint(calib.source, calibration_part(calib.source, calib.part), ev.data, eval_part))
-    return hw, phases, cfg, calib, ev, out, reuse, device
+    job["partial"] = check_unfinished(out, args.resume, args.overwrite)
+    job["activations"] = activation_device(spec, cfg, calib, device, job["dtype"], args.activations,
+                                           args.no_estimate)
+    return job | {"calib": calib}
 
 
 def run(args: argparse.Namespace) -> int:
+    from besa_hw.evaluation import evaluate_run
     from besa_hw.outdir import staged_dir
-    from besa_hw.runjob import Timings, evaluate_run, prune_and_evaluate, simulate_run
-    from pruning.export import read_manifest
+    from besa_hw.pipeline import Timings, simulate_run
+    from besa_hw.runfolder import read_manifest
+    from besa_hw.runs import keep_if_resumable, prune_to_run
 
     start = time.perf_counter()
-    hw, phases, cfg, calib, ev, out, reuse, device = _validate(args)
+    job = _validate(args)
+    out, ev, hw, phases, reuse = job["out"], job["ev"], job["hw"], job["phases"], job["reuse"]
     timings = Timings()
     # Everything is built in a staging copy beside --out and swapped in only when complete:
-    # a failure or Ctrl-C at any step leaves the previous run exactly as it was.
+    # a failure or Ctrl-C at any step leaves the previous run exactly as it was (and a prune's
+    # finished blocks in its partial folder, for --resume).
     with staged_dir(out, "run", overwrite=args.overwrite, reuse=reuse) as work:
         if reuse:
             print(f"reusing finished run {out}")
             for stale in ("sim", "report"):  # results of the previous hardware must not mix in
                 shutil.rmtree(work / stale, ignore_errors=True)
             ppl = read_manifest(work).get("perplexity") or {}
-            if ev.enabled and ppl.get("pruned") is None:
-                t = time.perf_counter()
-                ppl = evaluate_run(work, ev, device, progress=True)
-                timings.add("eval", t)
+            needs_eval = ev.enabled and ppl.get("pruned") is None
         else:
-            ppl = prune_and_evaluate(args.model, args.gguf_file, cfg, calib, work, ev, device,
-                                     args.save_model, progress=True, timings=timings) or {}
-        t = time.perf_counter()
-        totals = simulate_run(work, hw, phases, args.compute_only, progress=True, context=args.context,
-                              linear_only=args.linear_only)
-        timings.add("simulate", t)
-        report = None
-        if not args.no_report:
-            from besa_hw.report import build_report
-
             t = time.perf_counter()
-            build_report(work, label=str(out))
-            report = out / "report"
-            timings.add("report", t)
+            try:
+                prune_to_run(args.model, args.gguf_file, job["cfg"], job["calib"], work, device=job["device"],
+                             save_model=args.save_model, progress=True, dtype=job["dtype"], blocks=args.blocks,
+                             checkpoint_dir=job["partial"], resume=args.resume, activations=job["activations"])
+            except BaseException:
+                keep_if_resumable(job["partial"], out)
+                raise
+            timings.add("prune", t)
+            ppl, needs_eval = {}, ev.enabled
+        if args.blocks is not None:
+            print(f"pruned the first {args.blocks} blocks (a measurement run): evaluation, simulation and report "
+                  "skipped")
+            simulate = False
+        else:
+            simulate = True
+        if needs_eval and simulate:
+            t = time.perf_counter()
+            ppl = evaluate_run(work, ev, job["device"], dense=not reuse or ppl.get("dense") is None,
+                               progress=True, dtype=job["dtype"])
+            timings.add("eval", t)
+        totals, report = {}, None
+        if simulate:
+            t = time.perf_counter()
+            totals = simulate_run(work, hw, phases, args.compute_only, progress=True, context=args.context,
+                                  linear_only=args.linear_only)
+            timings.add("simulate", t)
+            if not args.no_report:
+                from besa_hw.report import build_report
+
+                t = time.perf_counter()
+                build_report(work, label=str(out))
+                report = out / "report"
+                timings.add("report", t)
         manifest = read_manifest(work)
     print_summary(out, manifest, ppl, totals, report, timings, time.perf_counter() - start,
                   hw=hw, phases=phases, linear_only=args.linear_only)

@@ -94,12 +94,12 @@ def test_interrupted_reuse_keeps_the_previous_run(tiny_model_dir, text_file, tmp
     assert main(run_args(tiny_model_dir, text_file, out)) == 0
     before = snapshot(tmp_path)
 
-    import besa_hw.runjob
+    import besa_hw.pipeline
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(besa_hw.runjob, "simulate_run", interrupted)
+    monkeypatch.setattr(besa_hw.pipeline, "simulate_run", interrupted)
     assert main(run_args(tiny_model_dir, text_file, out, "--reuse", "--hw", "vitcod-64x8")) == 130
     assert snapshot(tmp_path) == before
 

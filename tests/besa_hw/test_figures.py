@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from besa_hw.report import explore as figures_explore, figures
-from besa_hw.runjob import simulate_run
+from besa_hw.pipeline import simulate_run
 from besa_hw.report.scales import color_limits, spread_note
 from simulator import load_hardware
 

@@ -8,7 +8,7 @@ import pytest
 
 from besa_hw.report import build_report, markdown_table
 from besa_hw.report.render import formatted
-from besa_hw.runjob import simulate_run
+from besa_hw.pipeline import simulate_run
 from simulator import load_hardware
 
 from conftest import write_fake_run

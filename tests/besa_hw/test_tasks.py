@@ -123,10 +123,10 @@ def test_eval_model_prints_the_table(task_dir, tiny_model_dir, capsys):
 def test_eval_run_records_manifest_and_report(task_dir, tiny_model_dir, tmp_path, capsys):
     """A pruned run (random masks on the tiny model): pruned and dense accuracy go into the manifest,
     and the run's report, rebuilt, shows them; a later task is added beside the first."""
-    from besa_hw.runs import load_run_model
+    from besa_hw.runfolder import load_run_model
     from besa_hw.models import load_model
     from besa_hw.report import build_report
-    from besa_hw.runjob import simulate_run
+    from besa_hw.pipeline import simulate_run
     from simulator import load_hardware
 
     run = write_fake_run(tmp_path / "run", 0.5)

@@ -9,7 +9,7 @@ from pruning import CalibConfig, PruneConfig
 
 @pytest.mark.slow
 def test_default_model_besa_run_and_eval(tmp_path):
-    from besa_hw.runs import load_run_model
+    from besa_hw.runfolder import load_run_model
     from besa_hw.runs import prune_to_run
     from pruning.calibration import load_text, tokenize
     from pruning.eval import perplexity
@@ -31,7 +31,7 @@ def test_default_model_besa_run_and_eval(tmp_path):
     assert math.isfinite(ppl) and ppl < 1000
     # the base model with the run's masks applied is the same model as the saved one
     from besa_hw.models import load_model
-    from besa_hw.runs import apply_masks
+    from besa_hw.runfolder import apply_masks
     from pruning.export import read_run
 
     base, base_tok, _ = load_model()
