@@ -65,6 +65,9 @@ SPECS = {
     "besa-lwc-refine": {"method": "besa", "besa_samples": 24, **W4G64, "quantizer": "lwc", "lwc_stage": "refine"},
     "besa-lwc-recon": {"method": "besa", "besa_samples": 24, **W4G64, "quantizer": "lwc",
                        "besa_reconstruct": True, "besa_reconstruct_mode": "mask"},
+    # Issue 17 D: OWL's per-block allocation (M = 5; lambda from --set owl_lambda=..., chosen with --tune)
+    "owl-wanda": {"method": "wanda", "owl_m": 5.0},
+    "owl-sparsegpt": {"method": "sparsegpt", "owl_m": 5.0},
 }
 HEADER = ("| method | ppl | achieved sparsity | prune s | prune CPU s | peak RSS GB | threads | load |\n"
           "|---|---|---|---|---|---|---|---|")
@@ -130,9 +133,11 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         model.config.num_hidden_layers = args.blocks
     row = {"method": name, "threads": torch.get_num_threads(), "sparsity": 0.0, "prune_s": 0.0, "prune_cpu_s": 0.0}
     if SPECS[name] is not None:
-        cfg = PruneConfig(**{"sparsity": 0.5, "seed": 0, **SPECS[name], **parse_sets(args.set)})
-        # the CLI's calibration: `--calib wiki.valid.tokens --nsamples 32 --seqlen 512` (all of the file)
-        calib = get_calibration(tok, CalibConfig(str(data / "wikitext-2/wiki.valid.tokens"), 32, 512, 0))
+        cfg = PruneConfig(**{"sparsity": args.sparsity, "seed": 0, **SPECS[name], **parse_sets(args.set)})
+        # the CLI's calibration: `--calib wiki.valid.tokens --nsamples 32 --seqlen 512` (all of the file);
+        # --tune: its first 75% only, the rest held out to choose hyperparameters on
+        calib = get_calibration(tok, CalibConfig(str(data / "wikitext-2/wiki.valid.tokens"), 32, 512, 0,
+                                                 part="first" if args.tune else "all"))
         t0, c0 = time.perf_counter(), _cpu_seconds()
         result = prune_model(model, calib, cfg, progress=args.progress)
         row["prune_s"] = time.perf_counter() - t0
@@ -150,7 +155,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         gc.collect()
         return_freed_memory()
     # the CLI's evaluation: `--data wiki.test.raw --seqlen 512 --max-windows 40` (from the start of the file)
-    test = None if args.blocks else text_of(str(data / "wikitext-2-raw/wiki.test.raw"), "evaluation", "all")
+    test = None if args.blocks else (
+        text_of(str(data / "wikitext-2/wiki.valid.tokens"), "evaluation", "held-out") if args.tune
+        else text_of(str(data / "wikitext-2-raw/wiki.test.raw"), "evaluation", "all"))
     row["ppl"] = float("nan") if args.blocks else perplexity(model, tokenize(tok, test), seqlen=512,
                                                               max_windows=args.windows)
     row.setdefault("load", _load())
@@ -173,6 +180,10 @@ def main() -> int:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--blocks", type=int, default=0, help="timing only: prune the first N blocks, skip perplexity")
     p.add_argument("--windows", type=int, default=40, help="evaluation windows of 512 tokens (default 40)")
+    p.add_argument("--sparsity", type=float, default=0.5, help="target sparsity (default 0.5)")
+    p.add_argument("--tune", action="store_true",
+                   help="for choosing hyperparameters: calibrate on the first 75%% of wiki.valid.tokens and "
+                        "evaluate on its held-out last 25%% (never on the test windows)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -182,10 +193,13 @@ def main() -> int:
     bad = [n for n in names if n not in SPECS]
     if bad:
         raise SystemExit(f"unknown method(s) {bad}; choose from {list(SPECS)}")
-    print(f"# load: {os.getloadavg()[0]:.2f}  overrides: {args.set or 'none'}\n{HEADER}", flush=True)
+    where = ("tuning: calibration on the first 75% of wiki.valid.tokens, ppl on its held-out last 25%" if args.tune
+             else "ppl on wiki.test.raw")
+    print(f"# load: {os.getloadavg()[0]:.2f}  sparsity: {args.sparsity}  overrides: {args.set or 'none'}  {where}\n"
+          f"{HEADER}", flush=True)
     for name in names:
         cmd = [sys.executable, __file__, "--one", name, "--data-dir", args.data_dir, "--threads", str(args.threads),
-               "--windows", str(args.windows)]
+               "--windows", str(args.windows), "--sparsity", str(args.sparsity)] + (["--tune"] if args.tune else [])
         cmd += [a for s in args.set for a in ("--set", s)] + (["--progress"] if args.progress else [])
         cmd += ["--blocks", str(args.blocks)] if args.blocks else []
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout

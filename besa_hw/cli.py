@@ -1,8 +1,8 @@
 """Command-line entry point: ``besa-hw <command> ...``.
 
-Each subcommand lives in its own ``cmd_*.py`` module exposing ``register(subparsers)``;
-the module keeps heavy imports (torch, transformers) inside its handler so that
-``besa-hw simulate`` starts fast.
+Each subcommand lives in its own module of :mod:`besa_hw.commands` exposing
+``register(subparsers)``; the module keeps heavy imports (torch, transformers) inside its
+handler so that ``besa-hw simulate`` starts fast (and never imports torch).
 """
 
 from __future__ import annotations

@@ -185,8 +185,7 @@ def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", 
     gpu = not device.startswith("cpu")
     method, besa = cfg.method, cfg.method == "besa"
     dense_target = besa and cfg.besa_target == "dense"
-    hessian = method == "sparsegpt" or (cfg.wbits is not None and cfg.quant_method == "obs") or (
-        besa and (cfg.besa_reconstruct or cfg.besa_importance == "sparsegpt"))
+    hessian = cfg.needs_hessian
     ns = min(N, cfg.besa_samples) if dense_target and not hessian and cfg.besa_samples else N
     seg = T * H * d  # one segment's hidden states
     c: dict[str, float] = {"CUDA context": CUDA_CONTEXT_GB * GB} if gpu else {"runtime": RUNTIME_GB * GB}
@@ -195,7 +194,7 @@ def estimate(shape, cfg, calib, *, device: str = "cpu", dtype: str = "float32", 
         c["block weights"] = P * d
     else:
         c["model weights (loaded whole)"] = (P * shape.num_hidden_layers + 2 * embed) * d
-    data = method != "magnitude"
+    data = cfg.needs_data
     if data:  # a block forward holds its input and output stream
         c["activations"] = 2 * ns * seg
         if dense_target:

@@ -60,7 +60,7 @@ def add_workload_args(p: argparse.ArgumentParser, require_source: bool = True) -
     src.add_argument("--run", metavar="RUN_DIR", help="a pruning run folder (masks.safetensors + manifest.json)")
     src.add_argument("--shape", metavar="NAME", help="model shape with synthetic masks "
                      "(smollm2-135m, llama-7b, llama-13b, llama-30b, llama2-70b)")
-    p.add_argument("--sparsity", type=float, default=0.5, help="synthetic masks: sparsity (default 0.5)")
+    p.add_argument("--sparsity", type=float, help="synthetic masks: sparsity (default 0.5)")
     p.add_argument("--profile", metavar="FILE.json", help="synthetic masks: per-layer sparsities "
                    "({module_path_or_op: s}, or a run's manifest.json)")
     p.add_argument("--row-dist", choices=("none", "uniform", "normal"), default="none",
@@ -96,7 +96,7 @@ def workload_spec(args: argparse.Namespace):
     if args.run is not None:
         if not Path(args.run).is_dir():
             raise FileNotFoundError(f"run folder not found: {args.run}")
-        synthetic = {"--sparsity": args.sparsity != 0.5, "--profile": args.profile is not None,
+        synthetic = {"--sparsity": args.sparsity is not None, "--profile": args.profile is not None,
                      "--row-dist": args.row_dist != "none", "--row-spread": args.row_spread != 0.0,
                      "--nm": args.nm is not None, "--wbits": args.wbits is not None}
         used = [flag for flag, given in synthetic.items() if given]
@@ -104,7 +104,11 @@ def workload_spec(args: argparse.Namespace):
             raise ValueError(f"{used[0]} applies to synthetic masks (--shape), not to --run")
     per_layer = load_profile(args.profile) if args.profile else {}
     nm = parse_nm_text(args.nm)
-    sparsity = 1 - nm[0] / nm[1] if nm else args.sparsity
+    if nm and args.sparsity is not None and abs(args.sparsity - (1 - nm[0] / nm[1])) > 1e-9:
+        raise ValueError(f"--nm {args.nm} means sparsity {1 - nm[0] / nm[1]:g}; --sparsity {args.sparsity:g} contradicts it")
+    sparsity = 1 - nm[0] / nm[1] if nm else (0.5 if args.sparsity is None else args.sparsity)
+    if args.group_size != -1 and args.wbits is None:
+        raise ValueError("--group-size applies with --wbits (the quantization groups)")
     if args.group_size == 0 or args.group_size < -1:
         raise ValueError(f"--group-size must be -1 (per row) or a positive number of inputs, got {args.group_size}")
     profile = AllocationProfile(sparsity, per_layer, args.row_dist, args.row_spread, args.seed,

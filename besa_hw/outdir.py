@@ -109,7 +109,10 @@ def staged_dir(out_dir: str | Path, kind: str, *, overwrite: bool = False, reuse
     """
     out = check_out_dir(out_dir, overwrite, reuse)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    except OSError as exc:  # a read-only or forbidden place (/sys/x): one line naming the folder
+        raise ValueError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
     try:
         os.chmod(stage, 0o777 & ~_umask())
         if reuse and out.is_dir():

@@ -33,7 +33,6 @@ def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path,
     from pruning import prune_model
     from pruning.calibration import get_calibration
     from pruning.checkpoint import BlockCheckpoint
-    from pruning.methods import needs_data
     from pruning.sequential import check_model_fits
     from pruning.streaming import StreamedModel, is_streamable, parse_dtype
 
@@ -49,12 +48,12 @@ def prune_to_run(model: str, gguf_file: str | None, cfg, calib, out: str | Path,
         lm, tok, spec = load_model(model, gguf_file, device=device, dtype=dtype)
         src = lm
     check_model_fits(lm, cfg)
-    if needs_data(cfg):  # magnitude pruning reads no calibration text: its length does not matter
+    if cfg.needs_data:  # magnitude pruning reads no calibration text: its length does not matter
         check_context(lm, seqlen=calib.seqlen)
     checkpoint = None
     if checkpoint_dir is not None:
         checkpoint = BlockCheckpoint(checkpoint_dir, _fingerprint(spec, cfg, calib, dtype, device), resume=resume)
-    ids = get_calibration(tok, calib).to(device) if needs_data(cfg) else None
+    ids = get_calibration(tok, calib).to(device) if cfg.needs_data else None
     result = prune_model(src, ids, cfg, progress=progress, checkpoint=checkpoint, blocks=blocks,
                          act_device=activations)
     path = write_result(out, lm, tok, spec, cfg, calib, result, time.perf_counter() - t0,
@@ -107,7 +106,7 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
         model_info=model_info(lm, spec.model_id, spec.gguf_file), method=cfg.method,
         hyperparameters=cfg.hyperparameters(), target_sparsity=cfg.sparsity,
         achieved_sparsity=result.achieved_sparsity, layers=result.layers,
-        calibration=None if cfg.method == "magnitude" else dataclasses.asdict(calib) | {"dataset": calib.source},
+        calibration=None if not cfg.needs_data else dataclasses.asdict(calib) | {"dataset": calib.source},
         seed=cfg.seed, versions=env["versions"], wall_seconds=round(wall_seconds, 3))
     manifest.update(command=env["command"], git_commit=env["git_commit"])
     n_blocks = lm.config.num_hidden_layers

@@ -1,11 +1,12 @@
-"""BESA / Wanda / SparseGPT / magnitude pruning of LLaMA-style decoders (torch only; no simulator).
+"""BESA / Wanda / SparseGPT / magnitude pruning of LLaMA-style decoders, OWL allocation, and
+hardware-targeted allocation from a latency table (torch only; never imports the simulator).
 
 Library entry points (no argparse)::
 
     from pruning import CalibConfig, PruneConfig, get_calibration, prune_model, perplexity
     ids = get_calibration(tokenizer, CalibConfig("pydoc", nsamples=32, seqlen=512, seed=0))
     result = prune_model(model, ids, PruneConfig(method="besa", sparsity=0.5), progress=True)
-    write_run("runs/x", result.masks, manifest)   # or besa_hw.cmd_prune.prune_to_run(...)
+    write_run("runs/x", result.masks, manifest)   # or besa_hw.runs.prune_to_run(...), which writes the manifest
 """
 
 from pruning.calibration import get_calibration

@@ -249,6 +249,22 @@ class PruneConfig:
         return out
 
     @property
+    def needs_data(self) -> bool:
+        """A calibration pass: every method but magnitude."""
+        return self.method != "magnitude"
+
+    @property
+    def needs_hessian(self) -> bool:
+        """X^T X: SparseGPT, BESA reconstruction, the sparsegpt importance score and the obs quantizer."""
+        return self.method == "sparsegpt" or self.quant_method == "obs" or (self.method == "besa" and (
+            self.besa_reconstruct or self.besa_importance == "sparsegpt"))
+
+    @property
+    def needs_targets(self) -> bool:
+        """The dense block's outputs as reconstruction targets: BESA, the search and LWC."""
+        return self.method in ("besa", "search") or self.quant_method == "lwc"
+
+    @property
     def updates_weights(self) -> bool:
         """True when kept weights change (SparseGPT's update), so masks alone do not reproduce the model."""
         return (self.method == "sparsegpt" or (self.method == "besa" and self.besa_reconstruct)

@@ -13,7 +13,9 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
   ``min(dense, sparse(s))`` over the grid, linear between its corners. A format that gains nothing
   until high sparsity (CSR with 16-bit indices, a systolic array) is then still a slope the
   gradient can follow, where the exact cost is flat. Loss = reconstruction + ``beta *
-  ((block_cycles - budget) / budget)^2``, the same form as BESA's sparsity penalty.
+  ((block_cycles - budget) / (dense_block_cycles - budget))^2``: the miss in units of the saving
+  asked for, which is BESA's ``((s - target) / target)^2`` exactly where cycles are proportional to
+  the kept weights.
 - Rounding: the learned per-row sparsities are scaled (as BESA scales them to a parameter target)
   to the smallest parameter sparsity whose *exact* cost, each op in its cheapest format at its
   achieved sparsity, fits the budget (bisection).

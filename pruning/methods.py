@@ -112,13 +112,16 @@ def _op_of(param_name: str) -> str:
     return param_name.split(".")[-2]  # "self_attn.q_proj.weight" -> "q_proj"
 
 
-def latency_penalty(latency, beta: float):
-    """``beta * ((relaxed block cycles - budget) / budget)^2`` of a learner (pruning.hw_target)."""
+def latency_penalty(latency, beta: float, ops: list[str]):
+    """``beta * ((relaxed block cycles - budget) / (dense block cycles - budget))^2`` of a learner
+    (pruning.hw_target): the miss in units of the saving the target asks for, so that where latency is
+    proportional to the kept weights this is BESA's own ``((s - target) / target)^2``."""
     budget = latency.block_budget
+    saving = sum(latency.dense[op] for op in ops) - budget
 
     def penalty(learner) -> torch.Tensor:
         cycles = sum(latency.relaxed(_op_of(name), s) for name, s in learner.layer_sparsities().items())
-        return (beta * ((cycles - budget) / budget) ** 2).float()
+        return (beta * ((cycles - budget) / saving) ** 2).float()
     return penalty
 
 
@@ -163,7 +166,8 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
                                   optimizer=cfg.besa_optimizer, lr=cfg.besa_lr, d_coef=cfg.besa_d_coef,
                                   seed=cfg.seed + job.index, samples=cfg.besa_samples,
                                   carry=job.carry if _carry_d(cfg) else None, clip_lr=cfg.lwc_lr,
-                                  penalty=None if latency is None else latency_penalty(latency, cfg.besa_beta))
+                                  penalty=None if latency is None else latency_penalty(latency, cfg.besa_beta,
+                                                                                       list(job.linears)))
     if latency is None:
         counts = learner.final_counts(target)
     else:
@@ -192,19 +196,3 @@ METHOD_FNS: dict[str, Callable[[BlockJob], dict[str, torch.Tensor]]] = {
     "magnitude": prune_magnitude, "wanda": prune_wanda, "sparsegpt": prune_sparsegpt, "besa": prune_besa,
     "search": prune_search,
 }
-
-
-def needs_data(cfg: PruneConfig) -> bool:
-    """Magnitude pruning needs no calibration pass."""
-    return cfg.method != "magnitude"
-
-
-def needs_hessian(cfg: PruneConfig) -> bool:
-    """X^T X is needed by SparseGPT, BESA reconstruction, the sparsegpt importance score and the obs quantizer."""
-    return cfg.method == "sparsegpt" or cfg.quant_method == "obs" or (cfg.method == "besa" and (
-        cfg.besa_reconstruct or cfg.besa_importance == "sparsegpt"))
-
-
-def needs_targets(cfg: PruneConfig) -> bool:
-    """Block-reconstruction targets (the dense block's outputs) are needed by BESA, the search and LWC."""
-    return cfg.method in ("besa", "search") or cfg.quant_method == "lwc"

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from pruning.arch import block_linears, decoder_layers, module_path
 from pruning.checkpoint import BlockCheckpoint
 from pruning.config import PruneConfig
-from pruning.methods import METHOD_FNS, BlockJob, needs_data, needs_hessian, needs_targets
+from pruning.methods import METHOD_FNS, BlockJob
 from pruning.masks import mask_sparsity, row_sparsity_summary
 from pruning.quant import QuantParams, group_width
 from pruning.quantizers import quantize_block
@@ -177,7 +177,7 @@ def _training_subset(n: int, cfg: PruneConfig) -> torch.Tensor | None:
     learning, so it is propagated for ``besa_samples`` segments instead of all of them
     (statistics and targets still use every segment).
     """
-    if not (_uses_dense_stream(cfg) and not needs_hessian(cfg) and cfg.besa_samples and cfg.besa_samples < n):
+    if not (_uses_dense_stream(cfg) and not cfg.needs_hessian and cfg.besa_samples and cfg.besa_samples < n):
         return None
     return torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.besa_samples]
 
@@ -191,13 +191,13 @@ def _dense_pass(job: BlockJob, hidden: torch.Tensor, dense_stream: torch.Tensor 
     """
     cfg = job.config
     src = hidden if dense_stream is None else dense_stream
-    with collect_input_stats(job.linears, needs_hessian(cfg) and dense_stream is None) as job.stats:
+    with collect_input_stats(job.linears, cfg.needs_hessian and dense_stream is None) as job.stats:
         dense = run_block(job.block, src, job.kwargs, cfg.forward_batch)
-    if dense_stream is not None and needs_hessian(cfg):
+    if dense_stream is not None and cfg.needs_hessian:
         with collect_input_stats(job.linears, True) as job.stats:
             run_block(job.block, hidden, job.kwargs, cfg.forward_batch)
     check_finite(job.stats, job.index)
-    if needs_targets(cfg):
+    if cfg.needs_targets:
         job.dense_out = dense if subset is None else dense[subset.to(dense.device)]
     return dense
 
@@ -301,7 +301,7 @@ def prune_model(model, calib_ids: torch.Tensor | None, cfg: PruneConfig, progres
         raise ValueError(f"--blocks must be in [1, {len(src)}] (the model's blocks), got {blocks}")
     result, t0, carry = PruneResult(), time.perf_counter(), {}
     hidden, kwargs = (None, {})
-    if needs_data(cfg):
+    if cfg.needs_data:
         if calib_ids is None:
             raise ValueError(f"method {cfg.method} needs calibration data")
         with src.embedding():

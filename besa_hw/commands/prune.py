@@ -25,7 +25,6 @@ def handle(args: argparse.Namespace) -> int:
     from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.runs import activation_device, check_blocks, check_unfinished, keep_if_resumable, prune_to_run
     from pruning.calibration import check_source
-    from pruning.methods import needs_data
 
     cfg, calib = build_configs(args)
     check_out_dir(args.out, args.overwrite)
@@ -33,7 +32,7 @@ def handle(args: argparse.Namespace) -> int:
     dtype = compute_dtype(args, device)
     spec = resolve_model(args.model, args.gguf_file)
     check_blocks(args.blocks, spec)
-    if needs_data(cfg):
+    if cfg.needs_data:
         check_context(spec, seqlen=calib.seqlen)
         check_source(calib.source)
     partial = check_unfinished(args.out, args.resume, args.overwrite)

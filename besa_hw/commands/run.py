@@ -58,7 +58,6 @@ def _validate(args: argparse.Namespace) -> dict:
     from besa_hw.runfolder import check_run, is_finished_run
     from besa_hw.runs import activation_device, check_blocks, check_unfinished
     from pruning.calibration import HUB_SOURCES, calibration_part, check_disjoint, check_source, evaluation_part
-    from pruning.methods import needs_data
 
     args.prune_set, args.overrides = split_settings(args.overrides, prune=True, hw=True)
     hw, phases = hardware(args), phase_tokens(args)
@@ -75,15 +74,15 @@ def _validate(args: argparse.Namespace) -> dict:
         return job | {"calib": calib}
     spec = resolve_model(args.model, args.gguf_file)
     check_blocks(args.blocks, spec)
-    check_context(spec, seqlen=calib.seqlen if needs_data(cfg) else None, eval_seqlen=ev.seqlen if ev.enabled else None)
-    if needs_data(cfg):
+    check_context(spec, seqlen=calib.seqlen if cfg.needs_data else None, eval_seqlen=ev.seqlen if ev.enabled else None)
+    if cfg.needs_data:
         check_source(calib.source)
     if ev.enabled:
         check_source(ev.data, "evaluation text")
     if calib.source not in HUB_SOURCES:  # split the text that both sides read
         calib = dataclasses.replace(calib, part=calibration_part(calib.source, calib.part,
                                                                   ev.data if ev.enabled else None))
-    if ev.enabled and needs_data(cfg):
+    if ev.enabled and cfg.needs_data:
         eval_part = evaluation_part(ev.data, ev.part, {"dataset": calib.source, "part": calib.part})
         logger.info("calibration vs evaluation text: %s",
                     check_disjoint(calib.source, calibration_part(calib.source, calib.part), ev.data, eval_part))

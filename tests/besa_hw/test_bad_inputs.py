@@ -603,3 +603,22 @@ def test_compute_only_op_without_compute_is_one_x(tmp_path):
     layers = pd.read_csv(tmp_path / "s" / "layers.csv")
     embedding = layers[layers.kind == "embedding"].iloc[0]
     assert embedding.sparse_cycles == 0 and embedding.speedup == 1.0
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["simulate", "--shape", "smollm2-135m", "--nm", "2:4", "--sparsity", "0.7"], "--sparsity 0.7 contradicts it"),
+    (["simulate", "--shape", "smollm2-135m", "--group-size", "64"], "--group-size applies with --wbits"),
+    (["simulate", "--shape", "smollm2-135m", "--out", "/sys/x"], "cannot create the output folder /sys/x"),
+])
+def test_silently_ignored_inputs_are_refused(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_explicit_sparsity_half_with_a_run_is_refused(tiny_model_dir, tmp_path, capsys):
+    """--sparsity 0.5 (the synthetic default) given with --run is refused like any other value."""
+    run = tmp_path / "r"
+    assert main(["prune", "--method", "magnitude", "--model", str(tiny_model_dir), "--out", str(run)]) == 0
+    assert main(["simulate", "--run", str(run), "--sparsity", "0.5"]) == 2
+    assert "--sparsity applies to synthetic masks" in capsys.readouterr().err
