@@ -42,6 +42,17 @@ def _ppl(manifest: dict, key: str) -> float:
     return float(value) if value is not None else float("nan")
 
 
+def method_label(manifest: dict) -> str:
+    """The method as a curve of the Pareto figure: BESA with a hardware target, the search and OWL
+    are curves of their own."""
+    method, hyper = manifest.get("method", ""), manifest.get("hyperparameters") or {}
+    if manifest.get("hw_target"):
+        return f"{method} (target {manifest['hw_target'].get('hardware', '?')})"
+    if hyper.get("allocation") == "owl":
+        return f"owl + {method}"
+    return method
+
+
 def candidates_from_runs(run_dirs: Sequence[str], phases: dict[str, int], names: Sequence[str] | None = None,
                          blocks: int | None = None, context: int | None = None,
                          linear_only: bool = False) -> list[Candidate]:
@@ -64,8 +75,7 @@ def candidates_from_runs(run_dirs: Sequence[str], phases: dict[str, int], names:
                              + ", ".join(k for k in _SHAPE_KEYS if dims[k] != first[1][k]))
         specs = {ph: WorkloadSpec(run_dir=str(run), phase=ph, tokens=t, blocks=blocks, **scope(ph))
                  for ph, t in phases.items()}
-        out.append(Candidate(name, specs, manifest.get("method", ""), _ppl(manifest, "pruned"),
-                             _ppl(manifest, "dense")))
+        out.append(Candidate(name, specs, method_label(manifest), _ppl(manifest, "pruned"), _ppl(manifest, "dense")))
     return out
 
 
@@ -117,7 +127,11 @@ def _phase_metrics(phase: str, layers: pd.DataFrame, summary: pd.DataFrame) -> d
     linear = rows.loc["linear"] if "linear" in rows.index else total
     weights = layers.sparse_engine_cycles.clip(lower=1e-9)
     tokens = int(layers[layers.kind.eq("linear")].tokens.iloc[0])
+    dense_us = hw_us = float(layers.latency_us.sum())
+    if "dense_cycles" in layers and layers.sparse_cycles.sum() > 0:
+        dense_us = hw_us * float(layers.dense_cycles.sum()) / float(layers.sparse_cycles.sum())
     out = {"achieved_sparsity": float(linear.sparsity),
+           f"dense_tokens_per_s_e2e_{phase}": tokens / (dense_us * 1e-6),
            f"speedup_linear_{phase}": float(linear.speedup),
            f"speedup_e2e_{phase}": float(total.speedup),
            f"latency_us_e2e_{phase}": float(layers.latency_us.sum()),

@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
         write_table(layers, stage / "layers.csv")
         figures.tradeoff(table, stage / "tradeoff.png")
         figures.allocation_overlay(alloc, stage / "allocations.png")
+        drew = figures.pareto(table, stage / "pareto.png", hw.name)
     out = Path(args.out)
     shown = [c for c in SHOWN if c in table.columns]
     print(table[shown].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(table)} allocations on {hw.name}; wrote {out}/compare.csv, allocations.csv, layers.csv, "
-          "tradeoff.png, allocations.png")
+          "tradeoff.png, allocations.png" + (", pareto.png" if drew else ""))
     return 0

@@ -297,3 +297,45 @@ def allocation_overlay(alloc: pd.DataFrame, path: str | Path) -> Path:
     ax_op.set_title("Mean sparsity per op type (identical runs overlap in the panel above)", fontsize=10)
     ax_op.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="run")
     return save(fig, path)
+
+
+def pareto_front(x: pd.Series, y: pd.Series) -> list[int]:
+    """Positions of the points no other point beats on both axes (higher x, lower y), by x."""
+    order = sorted(range(len(x)), key=lambda i: (-x.iloc[i], y.iloc[i]))
+    front, best = [], float("inf")
+    for i in order:
+        if y.iloc[i] < best:
+            front.append(i)
+            best = y.iloc[i]
+    return sorted(front, key=lambda i: x.iloc[i])
+
+
+def pareto(compare: pd.DataFrame, path: str | Path, hardware: str) -> Path | None:
+    """Perplexity vs simulated end-to-end tokens/s, one panel per phase: each method a curve over its
+    runs, the dense model a star, the Pareto front a dashed line. None without perplexities."""
+    if "ppl" not in compare or not compare.ppl.notna().any():
+        return None
+    phases = [c.removeprefix("tokens_per_s_e2e_") for c in compare.columns if c.startswith("tokens_per_s_e2e_")]
+    fig, axes = plt.subplots(1, len(phases), figsize=(6 * len(phases), 4.8), squeeze=False, constrained_layout=True)
+    for ax, phase in zip(axes[0], phases):
+        col = f"tokens_per_s_e2e_{phase}"
+        df = compare.dropna(subset=[col, "ppl"]).reset_index(drop=True)
+        for i, (method, group) in enumerate(df.groupby("method", sort=False)):
+            group = group.sort_values(col)
+            ax.plot(group[col], group.ppl, marker="o", ms=5, lw=1.2, color=f"C{i}", label=method or "run")
+        front = pareto_front(df[col], df.ppl)
+        ax.plot(df[col].iloc[front], df.ppl.iloc[front], ls="--", lw=2.5, color="0.3", alpha=0.5,
+                label="Pareto front", zorder=1)
+        dense = df.dropna(subset=["dense_ppl"])
+        if not dense.empty and f"dense_{col}" in dense:
+            ax.scatter([dense[f"dense_{col}"].iloc[0]], [dense.dense_ppl.iloc[0]], marker="*", s=160, color="k",
+                       zorder=4, label="dense")
+        if df.ppl.min() > 0 and df.ppl.max() / df.ppl.min() > 4:
+            ax.set_yscale("log")
+        ax.set_xlabel(f"{phase}: simulated end-to-end tokens/s on {hardware}")
+        ax.set_ylabel("perplexity (lower is better)")
+        ax.set_title(f"{phase} on {hardware}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Quality vs simulated throughput on {hardware} (up and left is better)")
+    return save(fig, path)

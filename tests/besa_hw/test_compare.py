@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from besa_hw.cli import main
 from besa_hw.compare import candidates_from_profiles, candidates_from_runs, compare
 from simulator import load_hardware
 from simulator.synthetic import AllocationProfile, load_profile
@@ -63,3 +64,37 @@ def test_profile_must_be_an_object(tmp_path):
     bad.write_text("[0.5]")
     with pytest.raises(ValueError, match="expected a JSON object .* got a list"):
         load_profile(str(bad))
+
+
+def test_pareto_front_by_hand():
+    import pandas as pd
+
+    from besa_hw.report.explore import pareto_front
+
+    x = pd.Series([1.0, 2.0, 3.0, 2.5])
+    y = pd.Series([10.0, 12.0, 20.0, 11.0])
+    # (2, 12) is beaten by (2.5, 11): faster and better
+    assert pareto_front(x, y) == [0, 3, 2]
+
+
+def test_compare_draws_the_pareto_figure_per_method(tiny_model_dir, text_file, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    runs = []
+    for name, extra in (("wanda-40", ["--method", "wanda", "--sparsity", "0.4"]),
+                        ("wanda-60", ["--method", "wanda", "--sparsity", "0.6"]),
+                        ("target", ["--method", "besa", "--target-speedup", "1.05"])):
+        out = tmp_path / name
+        assert main(["run", "--model", str(tiny_model_dir), "--nsamples", "4", "--seqlen", "32", "--calib",
+                     str(text_file), "--eval-data", str(text_file), "--eval-seqlen", "64", "--eval-windows", "2",
+                     "--no-report", "--phases", "decode", "--out", str(out), *extra]) == 0
+        runs.append(str(out))
+    assert json.loads((tmp_path / "target" / "manifest.json").read_text())["hw_target"]
+    cmp_dir = tmp_path / "cmp"
+    assert main(["compare", *runs, "--phases", "decode", "--out", str(cmp_dir)]) == 0
+    assert "pareto.png" in capsys.readouterr().out and (cmp_dir / "pareto.png").stat().st_size > 10_000
+    table = pd.read_csv(cmp_dir / "compare.csv")
+    assert list(table.method) == ["wanda", "wanda", "besa (target besa-64x64)"]
+    assert (table.dense_tokens_per_s_e2e_decode < table.tokens_per_s_e2e_decode).all()
