@@ -337,5 +337,5 @@ def pareto(compare: pd.DataFrame, path: str | Path, hardware: str) -> Path | Non
         ax.set_title(f"{phase} on {hardware}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Quality vs simulated throughput on {hardware} (up and left is better)")
+    fig.suptitle(f"Quality vs simulated throughput on {hardware} (lower right is better)")
     return save(fig, path)
