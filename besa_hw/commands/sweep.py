@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from besa_hw.outdir import check_out_dir, staged_dir
-    from besa_hw.pipeline import build_ops, write_table
+    from besa_hw.pipeline import build_ops, write_json, write_table
     from simulator.config import apply_overrides
     from simulator.sweep import grid_points, load_sweep_file, parse_grid, run_sweep
 
@@ -44,8 +44,20 @@ def run(args: argparse.Namespace) -> int:
     base, grid = hardware(args), {}
     if args.sweep_file:
         file_base, grid = load_sweep_file(args.sweep_file)
-        base = apply_overrides(base, file_base)
-    grid.update(parse_grid(args.grid))
+        # the command line wins over the file's [hardware] base; a key both sweep and set is refused
+        from besa_hw.options import split_settings
+        from simulator.config import parse_overrides
+
+        given = parse_overrides(split_settings(args.overrides, prune=False, hw=True)[1])
+        base = apply_overrides(base, {k: v for k, v in file_base.items() if k not in given})
+    cli_grid = parse_grid(args.grid)
+    both = sorted(set(grid) & set(cli_grid))
+    if both:
+        raise ValueError(f"--grid {both[0]} is also swept by the sweep file; give its values in one place")
+    grid.update(cli_grid)
+    fixed = sorted(set(grid) & set(parse_overrides_keys(args.overrides)))
+    if fixed:
+        raise ValueError(f"{fixed[0]} is both swept (--grid or the sweep file) and set (--set); give one")
     points = grid_points(base, grid)
     spec = workload_spec(args)
     check_out_dir(args.out, args.overwrite)
@@ -54,9 +66,13 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(points) + len(ops), desc="sweep", unit="task", disable=None) as bar:
         tidy, totals = run_sweep(ops, points, args.compute_only, args.workers, bar.update, args.scheduler)
     seconds = time.perf_counter() - start
+    tokens = spec.n_tokens
+    totals["tokens_per_s"] = tokens / (totals.latency_us * 1e-6)
+    totals["energy_per_token_uj"] = totals.energy_pj / 1e6 / tokens
     with staged_dir(args.out, "sweep", overwrite=args.overwrite) as stage:
         write_table(tidy, stage / "sweep.csv")
         write_table(totals, stage / "points.csv")
+        write_json(_record(args, base, grid, spec), stage / "sweep.json")
         figures = sweep_figures(totals, list(grid), stage)
     out = Path(args.out)
     shown = list(grid) + ["speedup_linear", "speedup_e2e", "memory_bound_fraction", "latency_us", "energy_saving"]
@@ -74,3 +90,21 @@ def sweep_figures(totals, params: list[str], out: Path) -> list[Path]:
     if len(params) == 2:
         paths.append(figures.sweep_heatmap(totals, params[0], params[1], out / "sweep_heatmap.png"))
     return paths
+
+
+def parse_overrides_keys(items: list[str]) -> list[str]:
+    """The field names a list of ``--set`` items sets (sections dropped)."""
+    return [item.partition("=")[0].removeprefix("hw.") for item in items]
+
+
+def _record(args: argparse.Namespace, base, grid: dict, spec) -> dict:
+    """What a sweep folder was made from: the command, the base hardware, the workload and the grid."""
+    import dataclasses
+
+    from besa_hw.provenance import environment
+
+    env = environment()
+    return {"command": env["command"], "git_commit": env["git_commit"], "preset": args.hw,
+            "base_hardware": dataclasses.asdict(base), "grid": grid,
+            "workload": {"run": spec.run_dir, "shape": spec.shape, "phase": spec.phase, "tokens": spec.n_tokens,
+                         "context": spec.attention_context, "linear_only": spec.linear_only, "blocks": spec.blocks}}

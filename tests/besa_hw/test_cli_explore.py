@@ -66,3 +66,34 @@ def test_compare_errors(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and text in err, err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_sweep_settings_from_the_command_line_win_or_clash_loudly(tmp_path, capsys):
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text("[hardware]\npe_cols = 16\n[sweep]\npe_rows = [8, 16]\n")
+    base = ["sweep", "--shape", "smollm2-135m", "--blocks", "1", "--linear-only", "--workers", "1"]
+    out = tmp_path / "a"
+    assert main([*base, "--sweep-file", str(sweep_file), "--set", "pe_cols=8", "--out", str(out)]) == 0
+    tidy = pd.read_csv(out / "sweep.csv")
+    assert set(tidy.pe_rows) == {8, 16}
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["base_hardware"]["pe_cols"] == 8 and record["grid"] == {"pe_rows": [8, 16]}
+    assert record["workload"]["shape"] == "smollm2-135m" and record["command"]
+    points = pd.read_csv(out / "points.csv")
+    assert (points.tokens_per_s > 0).all() and (points.energy_per_token_uj > 0).all()
+    capsys.readouterr()
+    for extra, needle in ((["--grid", "pe_rows=8", "--grid", "pe_rows=16"], "given twice"),
+                          (["--sweep-file", str(sweep_file), "--grid", "pe_rows=32"], "also swept by the sweep file"),
+                          (["--grid", "pe_rows=8,16", "--set", "pe_rows=32"], "both swept")):
+        assert main([*base, *extra, "--out", str(tmp_path / "b")]) == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_memory_bound_fraction_is_a_share_of_time():
+    from simulator.sweep import point_totals
+
+    tidy = pd.DataFrame({"point": [0, 0, 0], "pe_rows": [8, 8, 8], "op": ["a", "b", "c"], "kind": ["linear"] * 3,
+                         "bound": ["memory", "memory", "compute"], "out_features": [1] * 3, "in_features": [1] * 3,
+                         "nnz": [1] * 3, "dense_cycles": [10, 10, 80], "sparse_cycles": [10, 10, 80],
+                         "latency_us": [1.0] * 3, "energy_pj": [1.0] * 3, "dense_energy_pj": [1.0] * 3})
+    assert point_totals(tidy, ["pe_rows"]).memory_bound_fraction.iloc[0] == pytest.approx(0.2)  # 2 of 3 ops, 20% of time
