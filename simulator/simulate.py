@@ -232,6 +232,11 @@ def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
                                                        if c in out]]
 
 
+def saving_words(ratio: float) -> str:
+    """A dense/sparse energy ratio in words: "1.517x less", or "1.215x more" when the sparse step takes more."""
+    return f"{ratio:.3f}x less" if ratio >= 1 else f"{1 / ratio:.3f}x more"
+
+
 def step_metrics(summary: pd.DataFrame, hw: HardwareConfig, tokens: int) -> dict[str, float]:
     """Headline numbers of one simulated step (a `summarize` table): Linear-only and end-to-end
     speedup, latency in ms at the preset clock and tokens/s (``tokens`` produced or consumed by
@@ -246,7 +251,9 @@ def step_metrics(summary: pd.DataFrame, hw: HardwareConfig, tokens: int) -> dict
     extra |= {f"energy_{part}_share": float(total[f"energy_{part}_pj"] / total.energy_pj)
               for part in ("mac", "sram", "dram", "static")}
     extra |= {"energy_mj": float(total.energy_pj) / 1e9, "dense_energy_mj": float(total.dense_energy_pj) / 1e9,
-              "energy_saving": float(total.energy_saving)}
+              "energy_saving": float(total.energy_saving),
+              "energy_per_token_mj": float(total.energy_pj) / 1e9 / tokens,
+              "tokens_per_joule": tokens / (float(total.energy_pj) * 1e-12) if total.energy_pj > 0 else float("inf")}
     return extra | {"speedup_linear": float(linear.speedup), "speedup_e2e": float(total.speedup),
             "latency_ms": ms, "dense_latency_ms": dense_ms,
             "tokens_per_s": tokens / (ms / 1e3) if ms > 0 else float("inf"),

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import build_ops, simulate, write_json, write_table
     from simulator import step_metrics, summarize
+    from simulator.simulate import saving_words
 
     if args.out:
         check_out_dir(args.out, args.overwrite)
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     shares = ", ".join(f"{name} {m[f'energy_{name.lower()}_share'] * 100:.2g}%"
                        for name in ("MAC", "SRAM", "DRAM", "static"))
     print(f"energy: {m['energy_mj']:.3f} mJ per step (dense {m['dense_energy_mj']:.3f} mJ, "
-          f"{m['energy_saving']:.3f}x less); {shares}")
+          f"{saving_words(m['energy_saving'])}), {m['energy_per_token_mj']:.4f} mJ per token, "
+          f"{m['tokens_per_joule']:.1f} tokens/J; {shares}")
     if args.out:
         with staged_dir(args.out, "simulate", overwrite=args.overwrite) as out:
             write_table(layers, out / "layers.csv")
