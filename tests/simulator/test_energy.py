@@ -103,3 +103,9 @@ def test_breakdown_adds_up_and_fp16_costs_more(hw):
         assert r.energy_pj == pytest.approx(parts)
         assert r.energy_dram_pj == pytest.approx(r.dram_bytes * 160.0)
     assert fp16.energy_mac_pj == pytest.approx(int8.energy_mac_pj * 1.5 / 0.23)
+
+
+def test_energy_ratio_in_words():
+    from simulator.simulate import saving_words
+
+    assert saving_words(1.5) == "1.500x less" and saving_words(0.8) == "1.250x more" and saving_words(1.0) == "1.000x less"

@@ -66,3 +66,4 @@ def test_cache_returns_the_same_table(tmp_path):
     pd.testing.assert_frame_equal(first, again, check_dtype=False)
     other, cached = cached_table(spec, load_hardware("besa-64x64", {"dram_gbps": 25.6}), tmp_path)
     assert not cached and len(list(tmp_path.glob("*.csv"))) == 2  # the key covers the hardware
+
