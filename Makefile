@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune bench-scale bench-gpu bench-sweep report compare-example clean
+.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-gpu bench-sweep report compare-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ bench-prune: install
 # Pruning at scale: LLaMA-7B-shaped blocks streamed on this CPU (makes the 13.8 GB checkpoint first; ~10 min).
 bench-scale: install
 	$(PY) bench/prune_scale.py --model runs/models/llama-7b-rand
+
+# The whole main job (run: prune, streamed perplexity, simulate, report) on the 7B-shaped checkpoint (issue 19).
+bench-run-scale: install
+	$(PY) bench/run_scale.py --model runs/models/llama-7b-rand
+
+# Co-design: plain BESA vs BESA with a hardware target vs the search allocator (issue 18; reduced settings).
+bench-codesign: install
+	$(PY) bench/codesign.py --presets besa-64x64,vitcod-64x8 --phase decode --sparsities 0.4,0.5,0.6,0.7 \
+		--targets 1.25,1.35 --hw-methods besa,search --nsamples 16 --windows 16
 
 # The same on a CUDA GPU, plus the CUDA tests and the phase-by-phase probe (bench/RESULTS-gpu.md; ~5 min on an H200).
 bench-gpu: install
