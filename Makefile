@@ -54,7 +54,9 @@ bench-gpu: install
 	PYTHON=$(PY) bash bench/gpu_check.sh runs/gpu-check
 
 # Regenerate the committed example report (reports/smollm2-135m-besa/) from a real run.
+# Refuses a tree with uncommitted changes: a committed report is made by committed code.
 report: install
+	@git diff --quiet HEAD -- . ':!reports' || { echo "make report: commit your changes first (the report records the commit it was made by)"; exit 1; }
 	$(VENV)/bin/besa-hw run --out runs/example --overwrite
 	rm -rf reports/smollm2-135m-besa
 	cp -r runs/example/report reports/smollm2-135m-besa
