@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-gpu bench-sweep report compare-example clean
+.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-zeroshot bench-gpu bench-sweep report compare-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-run-scale: install
 bench-codesign: install
 	$(PY) bench/codesign.py --presets besa-64x64,vitcod-64x8 --phase decode --sparsities 0.4,0.5,0.6,0.7 \
 		--targets 1.25,1.35 --hw-methods besa,search --nsamples 16 --windows 16
+
+# The paper's zero-shot table on seeded subsets of at most 500 documents per task (issue 17 C; hours on 2 CPUs).
+bench-zeroshot: install
+	$(PY) bench/zeroshot.py --methods dense,magnitude,wanda,sparsegpt,besa-row,besa-layer,besa-row-recon,besa-lwc
 
 # The same on a CUDA GPU, plus the CUDA tests and the phase-by-phase probe (bench/RESULTS-gpu.md; ~5 min on an H200).
 bench-gpu: install

@@ -115,45 +115,55 @@ def _load() -> str:
     return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def run_one(name: str, args: argparse.Namespace) -> dict:
-    """Load, (prune), evaluate one method in this process; returns the table row as a dict."""
+def prune_in_process(name: str, args: argparse.Namespace):
+    """Load the default model and prune it with method ``name`` under this bench's protocol;
+    returns (model, tokenizer, row of prune measurements)."""
     import torch
 
     torch.set_num_threads(args.threads)
     from besa_hw.models import load_model
-    from pruning import PruneConfig, prune_model
-    from pruning import CalibConfig
-    from pruning.calibration import get_calibration, text_of, tokenize
-    from pruning.eval import perplexity
+    from pruning import CalibConfig, PruneConfig, prune_model
+    from pruning.calibration import get_calibration
 
     data = Path(args.data_dir)
     model, tok, _ = load_model()
-    if args.blocks:  # timing only: prune the first N blocks, no perplexity
+    if getattr(args, "blocks", 0):  # timing only: prune the first N blocks, no perplexity
         model.model.layers = model.model.layers[:args.blocks]
         model.config.num_hidden_layers = args.blocks
     row = {"method": name, "threads": torch.get_num_threads(), "sparsity": 0.0, "prune_s": 0.0, "prune_cpu_s": 0.0}
-    if SPECS[name] is not None:
-        cfg = PruneConfig(**{"sparsity": args.sparsity, "seed": 0, **SPECS[name], **parse_sets(args.set)})
-        # the CLI's calibration: `--calib wiki.valid.tokens --nsamples 32 --seqlen 512` (all of the file);
-        # --tune: its first 75% only, the rest held out to choose hyperparameters on
-        calib = get_calibration(tok, CalibConfig(str(data / "wikitext-2/wiki.valid.tokens"), 32, 512, 0,
-                                                 part="first" if args.tune else "all"))
-        t0, c0 = time.perf_counter(), _cpu_seconds()
-        result = prune_model(model, calib, cfg, progress=args.progress)
-        row["prune_s"] = time.perf_counter() - t0
-        row["prune_cpu_s"] = _cpu_seconds() - c0
-        row["load"] = _load()  # 1/5/15-min load averages right after pruning
-        row["sparsity"] = result.achieved_sparsity
-        row["allocation"] = allocation_summary(result.layers)
-        print("ALLOC " + json.dumps({"method": name, **row["allocation"]}), file=sys.stderr, flush=True)
-        # The evaluation needs the pruned model only: drop the result's in-memory masks and codes (a run
-        # folder would have them on disk) and hand the allocator's freed pages back before it.
-        del result, calib
-        import gc
+    if SPECS[name] is None:
+        return model, tok, row
+    cfg = PruneConfig(**{"sparsity": args.sparsity, "seed": 0, **SPECS[name], **parse_sets(args.set)})
+    # the CLI's calibration: `--calib wiki.valid.tokens --nsamples 32 --seqlen 512` (all of the file);
+    # --tune: its first 75% only, the rest held out to choose hyperparameters on
+    calib = get_calibration(tok, CalibConfig(str(data / "wikitext-2/wiki.valid.tokens"), 32, 512, 0,
+                                             part="first" if getattr(args, "tune", False) else "all"))
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    result = prune_model(model, calib, cfg, progress=getattr(args, "progress", False))
+    row["prune_s"] = time.perf_counter() - t0
+    row["prune_cpu_s"] = _cpu_seconds() - c0
+    row["load"] = _load()  # 1/5/15-min load averages right after pruning
+    row["sparsity"] = result.achieved_sparsity
+    row["allocation"] = allocation_summary(result.layers)
+    print("ALLOC " + json.dumps({"method": name, **row["allocation"]}), file=sys.stderr, flush=True)
+    # The evaluation needs the pruned model only: drop the result's in-memory masks and codes (a run
+    # folder would have them on disk) and hand the allocator's freed pages back before it.
+    del result, calib
+    import gc
 
-        from pruning.streaming import return_freed_memory
-        gc.collect()
-        return_freed_memory()
+    from pruning.streaming import return_freed_memory
+    gc.collect()
+    return_freed_memory()
+    return model, tok, row
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict:
+    """Load, (prune), evaluate one method in this process; returns the table row as a dict."""
+    from pruning.calibration import text_of, tokenize
+    from pruning.eval import perplexity
+
+    data = Path(args.data_dir)
+    model, tok, row = prune_in_process(name, args)
     # the CLI's evaluation: `--data wiki.test.raw --seqlen 512 --max-windows 40` (from the start of the file)
     test = None if args.blocks else (
         text_of(str(data / "wikitext-2/wiki.valid.tokens"), "evaluation", "held-out") if args.tune

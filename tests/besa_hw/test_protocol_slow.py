@@ -61,6 +61,6 @@ def test_cli_and_bench_give_the_same_perplexity_for_the_same_masks(tmp_path, cap
     assert main(["eval", "--run", str(run), "--data", str(TEST), "--seqlen", "512", "--max-windows", "8"]) == 0
     cli_ppl = _printed_perplexity(capsys)
     args = argparse.Namespace(threads=torch.get_num_threads(), data_dir=str(DATA), set=[], progress=False,
-                              blocks=0, windows=8)
+                              blocks=0, windows=8, sparsity=0.5, tune=False)
     bench_ppl = bench.run_one("magnitude", args)["ppl"]
     assert cli_ppl == pytest.approx(bench_ppl, rel=1e-4)

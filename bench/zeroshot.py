@@ -1,0 +1,91 @@
+"""Zero-shot accuracy of the default model pruned by each method (issue 17 C): the paper's table from
+local task files, with lm-eval's prompts (configs/tasks/paper/).
+
+SmolLM2-135M-Instruct at 50% (or --sparsity) with bench/prune_quality.py's calibration (32 x 512 tokens
+of wiki.valid.tokens, seed 0), one process and one model load per method; each task on a seeded subset
+of at most --subset documents (the whole split where smaller; --subset 0: full splits). Prints per task
+acc and acc_norm with their standard errors, the mean accuracy over the tasks, the wall time per model,
+the thread count and the load.
+
+    python bench/zeroshot.py --methods dense,magnitude,wanda,sparsegpt,besa-row,besa-layer,besa-row-recon,besa-lwc
+    python bench/zeroshot.py --methods dense,besa-row --subset 0        # full splits
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict:
+    from prune_quality import prune_in_process
+
+    from besa_hw.tasks import TaskConfig, evaluate_tasks, load_tasks
+
+    t0 = time.perf_counter()
+    cfg = TaskConfig.parse(args.tasks, data_dir=str(Path(args.data_dir) / "zero-shot"), batch_size=args.batch_size,
+                           subset=args.subset or None, subset_seed=0)
+    loaded = load_tasks(cfg)
+    model, tok, row = prune_in_process(name, args)
+    results = evaluate_tasks(model, tok, loaded, cfg)
+    row["tasks"] = {t: {k: r.get(k) for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")}
+                    for t, r in results.items()}
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default="dense,magnitude,wanda,sparsegpt,besa-row,besa-layer,besa-row-recon,besa-lwc")
+    p.add_argument("--tasks", default="paper", help="paper (5 tasks) or local (7), as for besa-hw eval --tasks")
+    p.add_argument("--subset", type=int, default=500, help="documents per task, seeded (0: the full splits)")
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--set", action="append", default=[], help="PruneConfig override")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print("ROW " + json.dumps(run_one(args.one, args)), flush=True)
+        return 0
+    print(f"# threads {args.threads}, load {os.getloadavg()[0]:.2f} at start; tasks {args.tasks}, "
+          f"{'full splits' if not args.subset else f'seeded subsets of at most {args.subset} documents'}; "
+          f"sparsity {args.sparsity}", flush=True)
+    rows = []
+    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        cmd = [sys.executable, __file__, "--one", name, "--tasks", args.tasks, "--subset", str(args.subset),
+               "--sparsity", str(args.sparsity), "--batch-size", str(args.batch_size), "--threads",
+               str(args.threads), "--data-dir", args.data_dir] + [a for s in args.set for a in ("--set", s)]
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+        rows.append(json.loads(next(line[4:] for line in out.splitlines() if line.startswith("ROW "))))
+        r = rows[-1]
+        tasks = " ".join(f"{t} {v['acc']:.3f}" for t, v in r["tasks"].items())
+        print(f"# {name}: {r['seconds']:.0f} s ({tasks})", flush=True)
+    tasks = list(rows[0]["tasks"])
+    print("\n| method | " + " | ".join(tasks) + " | mean acc | seconds |")
+    print("|---|" + "---|" * (len(tasks) + 2))
+    for r in rows:
+        cells = []
+        for t in tasks:
+            v = r["tasks"][t]
+            norm = f", norm {v['acc_norm']:.3f}" if v.get("acc_norm") is not None else ""
+            cells.append(f"{v['acc']:.3f} ± {v['acc_stderr']:.3f}{norm}")
+        mean = sum(r["tasks"][t]["acc"] for t in tasks) / len(tasks)
+        print(f"| {r['method']} | " + " | ".join(cells) + f" | {mean:.4f} | {r['seconds']:.0f} |")
+    print(f"\n# load {os.getloadavg()[0]:.2f} at end; n per task: "
+          + ", ".join(f"{t} {rows[0]['tasks'][t]['n']}" for t in tasks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
