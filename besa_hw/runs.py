@@ -94,32 +94,24 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
     For a streamed prune, ``checkpoint`` holds the masks and codes (streamed into the run's files)
     and ``source`` (the :class:`pruning.streaming.StreamedModel`) the base weights for ``model/``.
     """
-    import dataclasses
-
     from besa_hw.models import model_info
     from besa_hw.provenance import environment
     from pruning.calibration import calibration_part, describe_split
     from pruning.export import build_manifest, write_run
 
     env = environment()
+    calibration = None
+    if cfg.needs_data:
+        calibration = {"dataset": calib.source, "nsamples": calib.nsamples, "seqlen": calib.seqlen, "seed": calib.seed,
+                       **describe_split(calib.source, "calibration", calibration_part(calib.source, calib.part))}
+    extra = {"hw_target": hw_target_record(cfg.hw_target, result.layers)} if cfg.hw_target is not None else {}
     manifest = build_manifest(
         model_info=model_info(lm, spec.model_id, spec.gguf_file), method=cfg.method,
         hyperparameters=cfg.hyperparameters(), target_sparsity=cfg.sparsity,
-        achieved_sparsity=result.achieved_sparsity, layers=result.layers,
-        calibration=None if not cfg.needs_data else dataclasses.asdict(calib) | {"dataset": calib.source},
-        seed=cfg.seed, versions=env["versions"], wall_seconds=round(wall_seconds, 3))
-    manifest.update(command=env["command"], git_commit=env["git_commit"])
-    n_blocks = lm.config.num_hidden_layers
-    manifest["blocks_pruned"] = result.blocks or n_blocks
-    if cfg.hw_target is not None:
-        manifest["hw_target"] = hw_target_record(cfg.hw_target, result.layers)
-    manifest["streamed"] = source is not None
-    manifest["block_seconds"] = result.block_seconds
-    manifest.update(cuda_memory())
-    if manifest["calibration"] is not None:
-        manifest["calibration"] = {**{k: manifest["calibration"][k] for k in ("dataset", "nsamples", "seqlen", "seed")},
-                                   **describe_split(calib.source, "calibration",
-                                                   calibration_part(calib.source, calib.part))}
+        achieved_sparsity=result.achieved_sparsity, layers=result.layers, calibration=calibration,
+        seed=cfg.seed, versions=env["versions"], wall_seconds=round(wall_seconds, 3), command=env["command"],
+        git_commit=env["git_commit"], blocks_pruned=result.blocks or lm.config.num_hidden_layers,
+        streamed=source is not None, block_seconds=result.block_seconds, extra=extra | cuda_memory())
 
     def saver(path: Path) -> None:
         if source is not None:

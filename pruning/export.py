@@ -147,10 +147,16 @@ def update_manifest(run_dir: str | Path, updates: dict) -> dict:
 
 def build_manifest(*, model_info: dict, method: str, hyperparameters: dict, target_sparsity: float,
                    achieved_sparsity: float, layers: dict, calibration: dict | None, seed: int,
-                   versions: dict, wall_seconds: float) -> dict:
-    """The manifest dict in the documented key order."""
+                   versions: dict, wall_seconds: float, command: str | None = None, git_commit: str | None = None,
+                   blocks_pruned: int | None = None, streamed: bool = False,
+                   block_seconds: list[float] | None = None, extra: dict | None = None) -> dict:
+    """The whole manifest of a prune, in the documented key order (its one author; evaluation later
+    adds its results with :func:`update_manifest`). ``extra``: optional facts of the run (a hardware
+    target's record, CUDA memory)."""
     return {"format_version": FORMAT_VERSION, "model": model_info, "method": method,
             "hyperparameters": hyperparameters, "target_sparsity": target_sparsity,
             "achieved_sparsity": achieved_sparsity, "layers": layers, "calibration": calibration,
             "seed": seed, "versions": versions, "wall_seconds": wall_seconds,
-            "perplexity": dict(EMPTY_PERPLEXITY)}
+            "perplexity": dict(EMPTY_PERPLEXITY), "command": command, "git_commit": git_commit,
+            "blocks_pruned": blocks_pruned if blocks_pruned is not None else model_info.get("num_hidden_layers"),
+            "streamed": streamed, "block_seconds": list(block_seconds or []), **(extra or {})}
