@@ -41,6 +41,7 @@ SPLIT_GRANULARITIES = ("pe", "column")
 DENSE_ENGINES = ("lanes", "systolic-os", "systolic-ws")
 # ITRS device types of CACTI's SRAM model, from leakiest (fastest) to least leaky.
 SRAM_DEVICES = ("itrs-hp", "itrs-lop", "itrs-lstp")
+SPARSE_COMPUTES = ("skip", "dense")
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,11 @@ class HardwareConfig:
     index_bits: int = 16
     kv_bits: int = 0  # KV-cache precision (0: act_bits)
     sparse_format: str = "csr"
+    # How the sparse engine computes: "skip" (one MAC per nonzero, a zero-skipping engine) or "dense"
+    # (load as sparse, compute as dense: the weights stream compressed and are expanded on chip for
+    # dense MACs, as GPU kernels for unstructured sparsity do (Flash-LLM, arXiv 2309.10285; SpInfer);
+    # an N:M mask runs at N/M of the dense MACs, as 2:4 does on sparse tensor cores).
+    sparse_compute: str = "skip"
     double_buffer: bool = True
     # Energy (simulator/energy.py): 0 = derived from the operand widths (MAC), from each
     # buffer's size (SRAM) and from the leakage of the MACs and buffers (static: Aladdin's
@@ -143,6 +149,7 @@ class HardwareConfig:
         _check_choice("split_granularity", self.split_granularity, SPLIT_GRANULARITIES)
         _check_choice("dense_engine", self.dense_engine, DENSE_ENGINES)
         _check_choice("sram_device", self.sram_device, SRAM_DEVICES)
+        _check_choice("sparse_compute", self.sparse_compute, SPARSE_COMPUTES)
         if not (isinstance(self.dram_efficiency, (int, float)) and 0.0 < self.dram_efficiency <= 1.0):
             raise ValueError(f"hardware: dram_efficiency must be in (0, 1], got {self.dram_efficiency!r}")
         if not 0.0 < self.dense_pe_fraction < 1.0:

@@ -153,6 +153,11 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
     values = values + groups * (16 + wb) / 8  # scales (fp16) and zero points per row
     nnz_s = np.zeros(1, dtype=np.int64) if dense else np.asarray(row_nnz_sparse, dtype=np.int64)
     sparse_nnz = int(nnz_s.sum())
+    if hw.sparse_compute == "dense" and not dense:
+        # load as sparse, compute as dense: every sparse column's MACs, zeros included (N/M of them for N:M)
+        cols = in_f - dense_cols
+        nnz_s = np.full(out_f, -(-cols * nm[0] // nm[1]) if nm else cols, dtype=np.int64)
+        sparse_nnz = int(nnz_s.sum())
     k_dense = -(-dense_cols * nm[0] // nm[1]) if nm_dense else dense_cols  # reduction the dense engine runs
     if dense:
         p_dense, p_sparse = hw.num_pes, 0
