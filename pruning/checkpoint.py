@@ -43,7 +43,12 @@ class BlockCheckpoint:
         self.blocks: list[dict] = []
         progress = self.folder / PROGRESS
         if resume and progress.is_file():
-            data = json.loads(progress.read_text())
+            try:
+                data = json.loads(progress.read_text())
+                data["blocks"], data.get("fingerprint")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"cannot resume: {progress} cannot be read ({type(exc).__name__}); the finished "
+                                 f"blocks are left in {self.folder}; repair it, or start over with --overwrite") from None
             if data.get("fingerprint") != self.fingerprint:
                 changed = sorted(k for k in set(data.get("fingerprint", {})) | set(self.fingerprint)
                                  if data.get("fingerprint", {}).get(k) != self.fingerprint.get(k))

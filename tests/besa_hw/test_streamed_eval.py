@@ -106,3 +106,30 @@ def test_run_blocks_is_a_measurement(tiny_model_dir, text_file, tmp_path, capsys
                  "--calib", str(text_file), "--blocks", "1", "--out", str(out)]) == 0
     assert "a measurement run" in capsys.readouterr().out
     assert json.loads((out / "manifest.json").read_text())["blocks_pruned"] == 1
+
+
+def test_an_unreadable_progress_file_is_refused_and_nothing_is_deleted(tiny_model_dir, text_file, tmp_path,
+                                                                      monkeypatch, capsys):
+    import pruning.sequential as seq
+    from besa_hw.outdir import partial_dir
+
+    out = tmp_path / "run"
+    args = ["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--calib", str(text_file), "--nsamples", "4",
+            "--seqlen", "32", "--out", str(out)]
+    real = seq._prune_block
+
+    def dies_on_block_1(i, *a, **k):
+        if i == 1:
+            raise KeyboardInterrupt
+        return real(i, *a, **k)
+
+    monkeypatch.setattr(seq, "_prune_block", dies_on_block_1)
+    assert main(args) == 130
+    monkeypatch.setattr(seq, "_prune_block", real)
+    partial = partial_dir(out)
+    (partial / "progress.json").write_text("{not json")
+    before = sorted(p.name for p in partial.iterdir())
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "progress.json cannot be read" in err and "--overwrite" in err
+    assert sorted(p.name for p in partial.iterdir()) == before  # the finished block is still there
