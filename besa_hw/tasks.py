@@ -13,6 +13,7 @@ Every dataset is loaded before the model, so an unknown task or an unreachable d
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import glob
@@ -269,8 +270,9 @@ def evaluate_tasks(lm, tokenizer, loaded: LoadedTasks, cfg: TaskConfig) -> dict[
     for name, task in loaded.tasks.items():  # one task at a time: its own progress line and time
         samples = None if cfg.subset is None else {name: subset_indices(task, cfg.subset, cfg.subset_seed)}
         start = time.perf_counter()
-        out = simple_evaluate(model=model, tasks=[task], num_fewshot=cfg.num_fewshot, limit=cfg.limit,
-                              samples=samples, task_manager=loaded.manager, log_samples=False)
+        with _quiet_git():
+            out = simple_evaluate(model=model, tasks=[task], num_fewshot=cfg.num_fewshot, limit=cfg.limit,
+                                  samples=samples, task_manager=loaded.manager, log_samples=False)
         seconds = time.perf_counter() - start
         for got, metrics in out["results"].items():
             if got not in loaded.sources:  # a group's aggregate row
@@ -281,6 +283,25 @@ def evaluate_tasks(lm, tokenizer, loaded: LoadedTasks, cfg: TaskConfig) -> dict[
                          "seconds": round(seconds, 1), "source": loaded.sources[got], "lm_eval": version}
             logger.info("%s: %s documents in %.0f s (%.1f documents/s)", got, n, seconds, (n or 0) / seconds)
     return rows
+
+
+@contextlib.contextmanager
+def _quiet_git():
+    """lm-eval records ``git describe`` of the working directory and lets git print "fatal: not a git
+    repository" from anywhere else; run it from besa-hw's own checkout when there is one (the commit
+    the manifest records too)."""
+    import os
+
+    from besa_hw.provenance import SOURCE_DIR
+
+    here = os.getcwd()
+    inside = (Path(SOURCE_DIR) / ".git").exists()
+    if inside:
+        os.chdir(SOURCE_DIR)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 def subset_indices(task, size: int, seed: int) -> list[int]:
