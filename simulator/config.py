@@ -243,13 +243,24 @@ def load_hardware(spec: str | Path | None = None, overrides: dict[str, Any] | No
     values = data.get("hardware", data)  # a flat table or everything under [hardware]
     if not isinstance(values, dict):
         raise ValueError(f"hardware file {path}: 'hardware' must be a [hardware] table of key = value")
+    tables = [k for k, v in values.items() if isinstance(v, dict)]
+    if tables:
+        raise ValueError(f"hardware file {path}: unknown table [{tables[0]}]; hardware fields go in a [hardware] "
+                         "table (or at the top level)")
     values = dict(values)
     values.setdefault("name", path.stem)
-    return apply_overrides(HardwareConfig(), {**values, **(overrides or {})})
+    base = apply_overrides(HardwareConfig(), values)
+    return apply_overrides(base, overrides or {})
 
 
 def apply_overrides(base: HardwareConfig, values: dict[str, Any]) -> HardwareConfig:
-    """Return ``base`` with fields replaced; unknown keys and wrong types raise ValueError."""
+    """Return ``base`` with fields replaced; unknown keys and wrong types raise ValueError.
+
+    One type rule for files and the command line: a value is read as TOML reads it, so text from
+    ``--set`` is parsed as the TOML literal it spells (``32`` an integer, ``32.0`` a float, ``true`` a
+    boolean, anything else a string), then checked like a file's value: an integer field takes an
+    integer, a float field an integer or a float, a boolean field a boolean.
+    """
     fields = {f.name: f for f in dataclasses.fields(HardwareConfig)}
     clean: dict[str, Any] = {}
     for key, value in values.items():
@@ -260,17 +271,17 @@ def apply_overrides(base: HardwareConfig, values: dict[str, Any]) -> HardwareCon
     return dataclasses.replace(base, **clean)
 
 
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as the TOML literal it spells; text that is no literal stays a string."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def _coerce(key: str, value: Any, kind: type) -> Any:
     if isinstance(value, str) and kind is not str:
-        text = value.strip().lower()
-        try:
-            if kind is bool:
-                if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError
-                return text in ("true", "1", "yes", "on")
-            return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
-        except ValueError:
-            raise ValueError(f"hardware: {key} expects {kind.__name__}, got {value!r}") from None
+        value = parse_value(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is not type(value):

@@ -62,3 +62,18 @@ def test_toml_file_overrides_defaults(tmp_path):
     path.write_text('[hardware]\npe_rows = 16\nsparse_format = "bitmap"\n')
     hw = load_hardware(str(path), {"pe_cols": "16"})
     assert (hw.name, hw.pe_rows, hw.pe_cols, hw.sparse_format) == ("mine", 16, 16, "bitmap")
+
+
+def test_one_type_rule_for_files_and_the_command_line(tmp_path):
+    """A --set value is read as the TOML literal it spells: 32.0 is refused for an integer field on the
+    command line as in a file, and a quoted "32" is refused in a file as it would be spelled there."""
+    with pytest.raises(ValueError, match="pe_rows expects int, got 32.0"):
+        apply_overrides(HardwareConfig(), parse_overrides(["pe_rows=32.0"]))
+    for body, needle in (('[hardware]\npe_rows = 32.0\n', "pe_rows expects int, got 32.0"),
+                         ('[hardware]\npe_rows = "32"\n', "pe_rows expects int, got '32'"),
+                         ('[hw]\npe_rows = 32\n', r"unknown table \[hw\]")):
+        path = tmp_path / "h.toml"
+        path.write_text(body)
+        with pytest.raises(ValueError, match=needle):
+            load_hardware(str(path))
+    assert apply_overrides(HardwareConfig(), parse_overrides(["dram_gbps=25", "double_buffer=true"])).dram_gbps == 25.0
