@@ -280,8 +280,6 @@ def parse_value(text: str) -> Any:
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
-    if isinstance(value, str) and kind is not str:
-        value = parse_value(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is not type(value):
@@ -289,12 +287,12 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     return value
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, str]:
-    """Parse ``["key=value", ...]`` from the command line."""
-    out: dict[str, str] = {}
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``["key=value", ...]`` from the command line, each value as the TOML literal it spells."""
+    out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
+        out[key.strip()] = parse_value(value)
     return out

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from simulator.config import HardwareConfig, apply_overrides, read_document
+from simulator.config import HardwareConfig, apply_overrides, parse_value, read_document
 from simulator.partition import MaskStats
 from simulator.simulate import LAYER_COLUMNS, Simulator
 from simulator.workload import LayerOp
@@ -29,12 +29,12 @@ _STATS_FIELDS = ("column_split", "dense_column_threshold")
 _SHARED: dict[str, Any] = {}  # inherited by forked workers
 
 
-def parse_grid(items: Sequence[str] | None) -> dict[str, list[str]]:
-    """``["pe_rows=16,32,64", ...]`` -> ``{"pe_rows": ["16", "32", "64"]}``."""
-    grid: dict[str, list[str]] = {}
+def parse_grid(items: Sequence[str] | None) -> dict[str, list]:
+    """``["pe_rows=16,32,64", ...]`` -> ``{"pe_rows": [16, 32, 64]}`` (each value the TOML literal it spells)."""
+    grid: dict[str, list] = {}
     for item in items or []:
         key, sep, values = item.partition("=")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
+        vals = [parse_value(v) for v in values.split(",") if v.strip()]
         if not sep or not key.strip():
             raise ValueError(f"--grid expects key=v1,v2,..., got {item!r}")
         if not vals:

@@ -60,7 +60,7 @@ def test_unknown_preset_and_missing_file(tmp_path):
 def test_toml_file_overrides_defaults(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text('[hardware]\npe_rows = 16\nsparse_format = "bitmap"\n')
-    hw = load_hardware(str(path), {"pe_cols": "16"})
+    hw = load_hardware(str(path), {"pe_cols": 16})
     assert (hw.name, hw.pe_rows, hw.pe_cols, hw.sparse_format) == ("mine", 16, 16, "bitmap")
 
 
