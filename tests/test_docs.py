@@ -53,3 +53,15 @@ def test_relative_links_resolve(page):
         if re.match(r"^(https?:|mailto:|#)", target):
             continue
         assert (path.parent / target.split("#")[0]).exists(), f"{page}: broken link {target}"
+
+
+def test_reference_names_every_hardware_key_and_layer_column():
+    import dataclasses
+
+    from simulator.config import HardwareConfig
+    from simulator.simulate import LAYER_COLUMNS
+
+    text = (ROOT / "docs" / "reference.md").read_text()
+    missing = [f.name for f in dataclasses.fields(HardwareConfig) if f"`{f.name}`" not in text]
+    missing += [c for c in LAYER_COLUMNS if f"`{c}`" not in text]
+    assert not missing, f"docs/reference.md does not describe {missing}"
