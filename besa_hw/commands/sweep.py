@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a HardwareConfig field and its values (repeatable), e.g. --grid dram_gbps=25.6,76.8")
     p.add_argument("--sweep-file", metavar="FILE.toml",
                    help="TOML with a [sweep] table (key = [values]) and optional [hardware] base overrides")
+    p.add_argument("--budget", action="append", default=[], metavar="COLUMN<=X",
+                   help="a budget on a points.csv column, e.g. power_mw<=500 or tokens_per_s>=100 (repeatable): "
+                        "points over budget stay in points.csv, flagged within_budget=false, and are faded in the "
+                        "Pareto figure")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--scheduler", metavar="ADDRESS|local",
                    help="run the points on a Dask cluster: its scheduler's address (tcp://host:8786), or "
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     fixed = sorted(set(grid) & set(parse_overrides_keys(args.overrides)))
     if fixed:
         raise ValueError(f"{fixed[0]} is both swept (--grid or the sweep file) and set (--set); give one")
+    budgets = parse_budgets(args.budget)
     points = grid_points(base, grid)
     spec = workload_spec(args)
     check_out_dir(args.out, args.overwrite)
@@ -69,11 +74,13 @@ def run(args: argparse.Namespace) -> int:
     tokens = spec.n_tokens
     totals["tokens_per_s"] = tokens / (totals.latency_us * 1e-6)
     totals["energy_per_token_uj"] = totals.energy_pj / 1e6 / tokens
+    totals["power_mw"] = totals.energy_pj / totals.latency_us.clip(lower=1e-12) / 1e3  # pJ/us = uW
+    totals["within_budget"] = within_budgets(totals, budgets)
     with staged_dir(args.out, "sweep", overwrite=args.overwrite) as stage:
         write_table(tidy, stage / "sweep.csv")
         write_table(totals, stage / "points.csv")
         write_json(_record(args, base, grid, spec), stage / "sweep.json")
-        figures = sweep_figures(totals, list(grid), stage)
+        figures = sweep_figures(totals, list(grid), stage, base.name)
     out = Path(args.out)
     shown = list(grid) + ["speedup_linear", "speedup_e2e", "memory_bound_fraction", "latency_us", "energy_saving"]
     table = totals[shown].assign(energy_uj=totals["energy_pj"] / 1e6)
@@ -83,10 +90,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def sweep_figures(totals, params: list[str], out: Path) -> list[Path]:
+def sweep_figures(totals, params: list[str], out: Path, hardware: str = "the swept hardware") -> list[Path]:
     from besa_hw.report import explore as figures
 
-    paths = [figures.sweep_lines(totals, params, out / "sweep_vs_params.png")]
+    paths = [figures.sweep_lines(totals, params, out / "sweep_vs_params.png"),
+             figures.sweep_pareto(totals, out / "sweep_pareto.png", hardware)]
     if len(params) == 2:
         paths.append(figures.sweep_heatmap(totals, params[0], params[1], out / "sweep_heatmap.png"))
     return paths
@@ -108,3 +116,32 @@ def _record(args: argparse.Namespace, base, grid: dict, spec) -> dict:
             "base_hardware": dataclasses.asdict(base), "grid": grid,
             "workload": {"run": spec.run_dir, "shape": spec.shape, "phase": spec.phase, "tokens": spec.n_tokens,
                          "context": spec.attention_context, "linear_only": spec.linear_only, "blocks": spec.blocks}}
+
+
+_OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
+
+
+def parse_budgets(items: list[str]) -> list[tuple[str, str, float]]:
+    """``["power_mw<=500", ...]`` -> [(column, op, bound)]; ValueError naming a bad one."""
+    import re
+
+    out = []
+    for item in items:
+        m = re.fullmatch(r"\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", item)
+        if not m:
+            raise ValueError(f"--budget {item!r}: expected COLUMN<=X or COLUMN>=X, e.g. power_mw<=500")
+        out.append((m.group(1), m.group(2), float(m.group(3))))
+    return out
+
+
+def within_budgets(totals, budgets: list[tuple[str, str, float]]):
+    """True where a point meets every budget (ValueError for a column points.csv does not have)."""
+    import pandas as pd
+
+    ok = pd.Series(True, index=totals.index)
+    for column, op, bound in budgets:
+        if column not in totals:
+            raise ValueError(f"--budget {column}: not a points.csv column; one of "
+                             f"{', '.join(c for c in totals.columns if c != 'point')}")
+        ok &= _OPS[op](totals[column], bound)
+    return ok

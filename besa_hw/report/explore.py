@@ -339,3 +339,46 @@ def pareto(compare: pd.DataFrame, path: str | Path, hardware: str) -> Path | Non
         ax.legend(fontsize=8)
     fig.suptitle(f"Quality vs simulated throughput on {hardware} (lower right is better)")
     return save(fig, path)
+
+
+def knee(x: np.ndarray, y: np.ndarray) -> int:
+    """Index of the knee of a front sorted by x: the point farthest from the chord between its ends
+    (both axes scaled to [0, 1])."""
+    if len(x) < 3:
+        return len(x) - 1
+    xs = (x - x.min()) / max(np.ptp(x), 1e-12)
+    ys = (y - y.min()) / max(np.ptp(y), 1e-12)
+    dx, dy = xs[-1] - xs[0], ys[-1] - ys[0]
+    dist = np.abs(dy * (xs - xs[0]) - dx * (ys - ys[0])) / max(np.hypot(dx, dy), 1e-12)
+    return int(np.argmax(dist))
+
+
+def sweep_pareto(totals: pd.DataFrame, path: str | Path, hardware: str = "the swept hardware") -> Path:
+    """Tokens/s against energy per token and against average power: the Pareto front of the points within
+    budget drawn and its knee marked; dominated and over-budget points faded."""
+    ok = totals.within_budget if "within_budget" in totals else pd.Series(True, index=totals.index)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    for ax, cost, label in ((axes[0], "energy_per_token_uj", "energy per token (uJ)"),
+                            (axes[1], "power_mw", "average power (mW)")):
+        inside = totals[ok].reset_index(drop=True)
+        ax.scatter(totals[~ok][cost], totals[~ok].tokens_per_s, s=14, color="0.75", marker="x", label="over budget")
+        front = pareto_front(-inside[cost], -inside.tokens_per_s) if len(inside) else []
+        dominated = inside.drop(index=front)
+        ax.scatter(dominated[cost], dominated.tokens_per_s, s=18, color="C0", alpha=0.3, label="dominated")
+        if front:
+            f = inside.iloc[front].sort_values(cost)
+            ax.plot(f[cost], f.tokens_per_s, "o-", color="C3", ms=5, label="Pareto front")
+            k = knee(f[cost].to_numpy(), f.tokens_per_s.to_numpy())
+            ax.scatter([f[cost].iloc[k]], [f.tokens_per_s.iloc[k]], s=160, facecolors="none", edgecolors="k",
+                       linewidths=1.5, zorder=4, label="knee")
+        values = totals[cost]
+        if values.max() > 0 and np.ptp(values) / values.max() < 0.05:  # a 0.1% spread must not fill the axis
+            ax.set_xlim(0, values.max() * 1.08)
+            label += f", within {100 * np.ptp(values) / values.max():.2g}% of each other"
+        ax.set_xlabel(f"{label} (lower is better)")
+        ax.set_ylabel("tokens/s (higher is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Sweep of {hardware}: throughput against energy and power ({int(ok.sum())} of {len(totals)} "
+                 "points within budget)")
+    return save(fig, path)

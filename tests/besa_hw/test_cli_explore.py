@@ -97,3 +97,27 @@ def test_memory_bound_fraction_is_a_share_of_time():
                          "nnz": [1] * 3, "dense_cycles": [10, 10, 80], "sparse_cycles": [10, 10, 80],
                          "latency_us": [1.0] * 3, "energy_pj": [1.0] * 3, "dense_energy_pj": [1.0] * 3})
     assert point_totals(tidy, ["pe_rows"]).memory_bound_fraction.iloc[0] == pytest.approx(0.2)  # 2 of 3 ops, 20% of time
+
+
+def test_sweep_budget_flags_points_and_draws_the_front(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["sweep", "--shape", "smollm2-135m", "--blocks", "1", "--grid", "pe_rows=8,64",
+            "--grid", "dram_gbps=19.2,1228.8", "--workers", "1", "--out", str(out)]
+    assert main([*args, "--budget", "power_mw<=20000", "--budget", "tokens_per_s>=1"]) == 0
+    points = pd.read_csv(out / "points.csv")
+    assert list(points.within_budget) == list((points.power_mw <= 20000) & (points.tokens_per_s >= 1))
+    assert points.within_budget.any() and not points.within_budget.all()
+    assert list(points.power_mw) == pytest.approx(list(points.energy_pj / points.latency_us / 1e3))
+    assert (out / "sweep_pareto.png").stat().st_size > 10_000
+    for bad, needle in (("power<500", "expected COLUMN<=X"), ("area_mm2<=5", "not a points.csv column")):
+        assert main([*args, "--overwrite", "--budget", bad]) == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_knee_by_hand():
+    import numpy as np
+
+    from besa_hw.report.explore import knee
+
+    x, y = np.array([0.0, 1.0, 2.0, 10.0]), np.array([0.0, 8.0, 9.0, 10.0])
+    assert knee(x, y) == 1  # (1, 8): farthest from the chord (0, 0)-(10, 10)
