@@ -123,8 +123,8 @@ def _footprint(run: RunData) -> str | None:
         return None
     lin = layers[layers.kind.eq("linear")]
     fp16 = float((lin.out_features * lin.in_features).sum()) * 2
-    return (f"{fp16 / 1e6:,.4g} MB dense fp16 -> {lin.weight_dram_bytes.sum() / 1e6:,.4g} MB stored "
-            f"({fp16 / max(lin.weight_dram_bytes.sum(), 1):.2f}x smaller; the seven projections)")
+    return (f"{fp16 / 1e6:,.4g} MB dense fp16 -> {lin.weight_dram_bytes.sum() / 1e6:,.4g} MB stored at the "
+            f"simulated widths ({fp16 / max(lin.weight_dram_bytes.sum(), 1):.2f}x smaller; the seven projections)")
 
 
 def _perplexity_line(ppl: dict | None) -> str:
@@ -167,11 +167,39 @@ def speed_table(run: RunData) -> pd.DataFrame:
         rows.append({"phase": phase, "tokens": tokens, "simulated": _scope(layers, phase),
                      "speedup, Linear-only": lin.dense_cycles.sum() / max(lin.sparse_cycles.sum(), 1),
                      "speedup, end-to-end": dense / max(sparse, 1),
-                     **({"end-to-end vs dense fp16": layers.dense_fp16_cycles.sum() / max(sparse, 1)}
+                     **({"end-to-end vs dense fp16 (assumes the bits)": layers.dense_fp16_cycles.sum() / max(sparse, 1)}
                         if "dense_fp16_cycles" in layers else {}),
                      "dense latency (ms)": dense / freq_hz * 1e3, "sparse latency (ms)": sparse / freq_hz * 1e3,
                      "dense tokens/s": tokens * freq_hz / dense, "sparse tokens/s": tokens * freq_hz / sparse,
                      "memory-bound ops": f"{int(layers.bound.eq('memory').sum())} of {len(layers)}"})
+    return pd.DataFrame(rows)
+
+
+def _datapath(m: dict, hw: dict) -> str | None:
+    """The simulated datapath's widths, and whether the weight width was evaluated: a run that did not
+    quantize was evaluated with fp32 weights, so a narrower datapath is an assumption."""
+    wb, ab = hw.get("weight_bits"), hw.get("act_bits")
+    if wb is None:
+        return None
+    text = f"{wb}-bit weights, {ab}-bit activations (simulated)"
+    if _bits(m) is None and wb < 16:
+        text += f"; assumed: the perplexity is of fp32 weights, no {wb}-bit quantization was evaluated"
+    return text
+
+
+def headline_block(speed: pd.DataFrame) -> pd.DataFrame:
+    """The speed table turned on its side (one column per phase) so that it fits a 1366 px window."""
+    def cell(name: str, value) -> str:
+        if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+            return str(value)
+        if "speedup" in name or "vs dense" in name:
+            return f"{value:.3f}x"
+        if "latency" in name:
+            return f"{value:.4g}"
+        return f"{value:,.1f}" if "tokens/s" in name else f"{value:,}"
+
+    table = speed.set_index("phase")
+    rows = [{"per phase": col, **{ph: cell(col, table.at[ph, col]) for ph in table.index}} for col in table.columns]
     return pd.DataFrame(rows)
 
 
@@ -196,12 +224,13 @@ def _headline(run: RunData, compare: pd.DataFrame | None) -> list[tuple]:
              "bits": _bits(m), "perplexity": _perplexity_line(m.get("perplexity")),
              "hardware": f"{hw.get('name', '?')}: {hw.get('pe_rows')}x{hw.get('pe_cols')} PEs at "
                          f"{hw.get('freq_mhz')} MHz, DRAM {hw.get('dram_gbps')} GB/s"}
+    facts["datapath"] = _datapath(m, hw)
     facts["weights"] = _footprint(run)
-    for key in ("bits", "weights"):
+    for key in ("bits", "weights", "datapath"):
         if facts[key] is None:
             del facts[key]
     doc: list[tuple] = [("h", 2, "Summary"), ("table", kv_table(facts, "run")),
-                        ("table", speed_table(run)),
+                        ("table", headline_block(speed_table(run))),
                         ("p", "Linear-only: the seven pruned projections (q, k, v, o, gate, up, down) of every "
                               "block, what pruning changes. End-to-end: every simulated op of the decoder step "
                               "(with the whole step: the projections, attention over the KV cache, RMSNorm, "
