@@ -232,6 +232,20 @@ def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
                                                        if c in out]]
 
 
+def traffic(layers: pd.DataFrame, hw: HardwareConfig) -> dict[str, float]:
+    """The step's DRAM traffic in MB split into weights (Linears and the head: values, indices, scales),
+    KV cache (the weight-side operand of attention) and activations (everything else: inputs and
+    outputs), and the achieved DRAM bandwidth in GB/s against the peak."""
+    kind = layers["kind"] if "kind" in layers else pd.Series("linear", index=layers.index)
+    weights = float(layers.weight_dram_bytes.where(kind.isin(WEIGHT_KINDS), 0).sum())
+    kv = float(layers.weight_dram_bytes.where(kind.eq("attention"), 0).sum())
+    total = float(layers.dram_bytes.sum())
+    seconds = hw.cycles_to_us(float(layers.sparse_cycles.sum())) * 1e-6
+    return {"weights_mb": weights / 1e6, "kv_cache_mb": kv / 1e6, "activations_mb": (total - weights - kv) / 1e6,
+            "dram_mb": total / 1e6, "achieved_gbps": total / seconds / 1e9 if seconds > 0 else 0.0,
+            "peak_gbps": hw.dram_gbps}
+
+
 def saving_words(ratio: float) -> str:
     """A dense/sparse energy ratio in words: "1.517x less", or "1.215x more" when the sparse step takes more."""
     return f"{ratio:.3f}x less" if ratio >= 1 else f"{1 / ratio:.3f}x more"

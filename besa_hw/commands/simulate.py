@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import build_ops, simulate, write_json, write_table
     from simulator import step_metrics, summarize
-    from simulator.simulate import saving_words
+    from simulator.simulate import saving_words, traffic
 
     if args.out:
         check_out_dir(args.out, args.overwrite)
@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"energy: {m['energy_mj']:.3f} mJ per step (dense {m['dense_energy_mj']:.3f} mJ, "
           f"{saving_words(m['energy_saving'])}), {m['energy_per_token_mj']:.4f} mJ per token, "
           f"{m['tokens_per_joule']:.1f} tokens/J; {shares}")
+    t = traffic(layers, hw)
+    print(f"DRAM traffic: {t['dram_mb']:.2f} MB per step (weights {t['weights_mb']:.2f}, KV cache {t['kv_cache_mb']:.2f}, "
+          f"activations {t['activations_mb']:.2f}); achieved {t['achieved_gbps']:.1f} GB/s of {t['peak_gbps']:g} peak")
     if args.out:
         with staged_dir(args.out, "simulate", overwrite=args.overwrite) as out:
             write_table(layers, out / "layers.csv")

@@ -109,3 +109,18 @@ def test_energy_ratio_in_words():
     from simulator.simulate import saving_words
 
     assert saving_words(1.5) == "1.500x less" and saving_words(0.8) == "1.250x more" and saving_words(1.0) == "1.000x less"
+
+
+def test_dram_traffic_split_by_hand():
+    """LLaMA-7B decode at context 2048, 8-bit KV cache: 32 blocks x (K and V) x 2048 x 4096 bytes of cache;
+    the three parts add up to the step's traffic, which streams at most at the peak bandwidth."""
+    from simulator import Simulator, get_shape, load_hardware, results_frame
+    from simulator.simulate import traffic
+    from simulator.synthetic import AllocationProfile, synthetic_ops
+
+    hw = load_hardware("besa-64x64")
+    layers = results_frame(Simulator(hw).run(synthetic_ops(get_shape("llama-7b"), 1, AllocationProfile(0.5), None, 2048)))
+    t = traffic(layers, hw)
+    assert t["kv_cache_mb"] == pytest.approx(32 * 2 * 2048 * 4096 / 1e6)
+    assert t["weights_mb"] + t["kv_cache_mb"] + t["activations_mb"] == pytest.approx(t["dram_mb"])
+    assert 0.9 * hw.dram_gbps < t["achieved_gbps"] <= hw.dram_gbps
