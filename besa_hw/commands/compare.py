@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from besa_hw.report import explore as figures
     from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import write_table
+    from besa_hw.report.compare_report import write_compare_report
     from simulator.synthetic import AllocationProfile
 
     phases = phase_tokens(args)
@@ -54,12 +55,14 @@ def run(args: argparse.Namespace) -> int:
         write_table(table, stage / "compare.csv")
         write_table(alloc, stage / "allocations.csv")
         write_table(layers, stage / "layers.csv")
-        figures.tradeoff(table, stage / "tradeoff.png")
-        figures.allocation_overlay(alloc, stage / "allocations.png")
-        drew = figures.pareto(table, stage / "pareto.png", hw.name)
+        drawn = [figures.tradeoff(table, stage / "tradeoff.png", hw.name),
+                 figures.allocation_overlay(alloc, stage / "allocations.png"),
+                 figures.pareto(table, stage / "pareto.png", hw.name)]
+        drew = drawn[-1] is not None
+        write_compare_report(stage, table, hw, phases, [p for p in drawn if p is not None])
     out = Path(args.out)
     shown = [c for c in SHOWN if c in table.columns]
     print(table[shown].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
     print(f"\n{len(table)} allocations on {hw.name}; wrote {out}/compare.csv, allocations.csv, layers.csv, "
-          "tradeoff.png, allocations.png" + (", pareto.png" if drew else ""))
+          "tradeoff.png, allocations.png" + (", pareto.png" if drew else "") + ", report.md, report.html")
     return 0

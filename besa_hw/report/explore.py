@@ -207,9 +207,17 @@ def sweep_heatmap(points: pd.DataFrame, x: str, y: str, path: str | Path,
 
 
 def _speedup_columns(compare: pd.DataFrame) -> list[tuple[str, str]]:
-    """(phase, column) for each end-to-end ``speedup_e2e_<phase>`` column that has numbers."""
-    return [(c.removeprefix("speedup_e2e_"), c) for c in compare.columns
-            if c.startswith("speedup_e2e_") and compare[c].notna().any()]
+    """(panel label, column): for each phase the Linear-only speedup (what pruning changes, where the
+    allocations differ) and the end-to-end one (the whole step), where the columns have numbers."""
+    out = []
+    for c in compare.columns:
+        if c.startswith("speedup_e2e_") and compare[c].notna().any():
+            phase = c.removeprefix("speedup_e2e_")
+            linear = f"speedup_linear_{phase}"
+            if linear in compare and compare[linear].notna().any():
+                out.append((f"{phase}, Linear-only", linear))
+            out.append((f"{phase}, end-to-end", c))
+    return out
 
 
 def _place_labels(ax: plt.Axes, names: list[str], xs: list[float], ys: list[float]) -> None:
@@ -231,19 +239,25 @@ def _place_labels(ax: plt.Axes, names: list[str], xs: list[float], ys: list[floa
         placed.append(box)
 
 
-def tradeoff(compare: pd.DataFrame, path: str | Path) -> Path:
-    """Perplexity vs simulated end-to-end speedup per run, one panel per phase.
+def tradeoff(compare: pd.DataFrame, path: str | Path, hardware: str | None = None) -> Path:
+    """Perplexity vs simulated speedup per run: per phase a Linear-only panel (what pruning changes) and an
+    end-to-end one (the whole step), two panels a row.
 
     Without any perplexity (profile-only comparisons) it plots speedup vs achieved sparsity instead.
     """
     with_ppl = "ppl" in compare and compare.ppl.notna().any()
     phases = _speedup_columns(compare)
-    fig, axes = plt.subplots(1, len(phases), figsize=(5.5 * len(phases), 4.5), squeeze=False,
+    cols = min(2, len(phases))
+    rows = -(-len(phases) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.3 * rows), squeeze=False,
                              constrained_layout=True, sharey=with_ppl)
-    for i, (ax, (phase, col)) in enumerate(zip(axes[0], phases)):
+    for ax in axes.flat[len(phases):]:
+        ax.set_visible(False)
+    for i, (ax, (phase, col)) in enumerate(zip(axes.flat, phases)):
         df = compare.dropna(subset=[col, "ppl" if with_ppl else "achieved_sparsity"])
         x, y = (df[col], df.ppl) if with_ppl else (df.achieved_sparsity, df[col])
-        ax.scatter(x, y, s=40, marker=PHASE_MARKERS.get(phase, "o"), color=phase_color(phase, i), zorder=3)
+        name = phase.split(",")[0]
+        ax.scatter(x, y, s=40, marker=PHASE_MARKERS.get(name, "o"), color=phase_color(name, i), zorder=3)
         if with_ppl and "dense_ppl" in df and df.dense_ppl.notna().any():
             ax.axhline(df.dense_ppl.dropna().iloc[0], color="0.5", ls=":", label="dense perplexity")
             ax.legend(fontsize=8, loc="upper right")
@@ -252,15 +266,17 @@ def tradeoff(compare: pd.DataFrame, path: str | Path) -> Path:
         ax.margins(0.2)
         ratio_axis(ax, df[col], "x" if with_ppl else "y", headroom=0.2)  # 1.0× (dense) in view
         _place_labels(ax, [str(n) for n in df.run], list(x), list(y))
-        ax.set_xlabel(f"{phase}: {SPEEDUP_LABEL}" if with_ppl else "achieved sparsity (fraction pruned)")
-        ax.set_ylabel("perplexity (lower is better)" if with_ppl else f"{phase}: {SPEEDUP_LABEL}")
+        what = f"{phase} speedup vs dense (×)"
+        ax.set_xlabel(what if with_ppl else "achieved sparsity (fraction pruned)")
+        ax.set_ylabel("perplexity (lower is better)" if with_ppl else what)
         note = spread_note(df[col], "×")
         ax.set_title(f"{phase}" + (f" (speedups {note})" if note else ""), fontsize=10)
         ax.grid(alpha=0.3)
     missing = int(compare.ppl.isna().sum()) if with_ppl else 0
-    fig.suptitle("Quality vs simulated speedup" + (f" ({missing} runs without perplexity omitted)"
-                                                   if missing else "") if with_ppl else
-                 "Speedup vs achieved sparsity (perplexity not evaluated)")
+    on = f" on {hardware}" if hardware else ""
+    fig.suptitle(f"Quality vs simulated speedup{on}" + (f" ({missing} runs without perplexity omitted)"
+                                                       if missing else "") if with_ppl else
+                 f"Speedup vs achieved sparsity{on} (perplexity not evaluated)")
     return save(fig, path)
 
 

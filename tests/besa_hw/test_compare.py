@@ -97,4 +97,8 @@ def test_compare_draws_the_pareto_figure_per_method(tiny_model_dir, text_file, t
     assert "pareto.png" in capsys.readouterr().out and (cmp_dir / "pareto.png").stat().st_size > 10_000
     table = pd.read_csv(cmp_dir / "compare.csv")
     assert list(table.method) == ["wanda", "wanda", "besa (target besa-64x64)"]
+    html = (cmp_dir / "report.html").read_text()
+    md = (cmp_dir / "report.md").read_text()
+    assert "besa-hw compare: 3 runs on besa-64x64" in md and "| command |" in md and "| commit |" in md
+    assert "round-robin rows" in md and html.count("data:image/png;base64") == 3
     assert (table.dense_tokens_per_s_e2e_decode < table.tokens_per_s_e2e_decode).all()
