@@ -231,12 +231,17 @@ def time_breakdown(layers: pd.DataFrame, path: str | Path, phase: str = "") -> P
         ax.set_ylim(0, max(sums.sparse_cycles.max(), sums.memory_cycles.max()) * scale * 1.2)
         ax.set_title(f"per {'op type' if by == 'op' else 'block'}", fontsize=10)
         if by == "op":
-            ax.set_xticks(x, [op.replace("_proj", "") for op in sums.index])
+            # op names rotated, so that a whole step's 16 op types never overlap
+            ax.set_xticks(x, [op.replace("_proj", "") for op in sums.index], rotation=45, ha="right", fontsize=8)
             ax.set_xlabel("op type (sum over blocks)")
         else:
+            kinds = layers.groupby("block")["kind"].agg(set) if "kind" in layers else {}
+            names = {b: "embed" if b < 0 else "head" if "linear" not in kinds.get(b, {"linear"}) else str(b)
+                     for b in sums.index}
             step = max(1, int(np.ceil(len(x) / 16)))
-            ax.set_xticks(x[::step], sums.index[::step])
-            ax.set_xlabel("transformer block (sum over its 7 Linear layers)")
+            ticks = sorted(set(range(0, len(x), step)) | {0, len(x) - 1})
+            ax.set_xticks(x[ticks], [names[sums.index[i]] for i in ticks], fontsize=8)
+            ax.set_xlabel("block (all its ops); embed = embedding gather, head = final norm + LM head")
     compute, total = layers.compute_cycles.sum(), layers.sparse_cycles.sum()
     fig.suptitle(f"Where time goes{f' ({phase})' if phase else ''}: total = compute + stall = "
                  f"{total:,.0f} cycles, {compute / max(total, 1):.0%} compute")
