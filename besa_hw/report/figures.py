@@ -280,7 +280,7 @@ def roofline(layers: pd.DataFrame | Mapping[str, pd.DataFrame], hw: Mapping, pat
     peak, bpc = _peak_and_bandwidth(hw)
     ridge = peak / bpc
     fig, ax = plt.subplots(figsize=(7.5, 5.2), constrained_layout=True)
-    xs, counts = [], []
+    xs, counts, others = [], [], set()
     for phase, df in by_phase.items():
         if "kind" in df:  # the PE array's roofline: matmuls only (vector ops run on the vector unit)
             df = df[df.kind.isin(("linear", "attention", "lm_head")) & (df.compute_cycles > 0)]
@@ -292,6 +292,10 @@ def roofline(layers: pd.DataFrame | Mapping[str, pd.DataFrame], hw: Mapping, pat
                         fontsize=8, color="0.3")
         ax.scatter(x, y, c=[OP_COLORS.get(op, "0.3") for op in df.op], s=24, alpha=0.7,
                    marker=PHASE_MARKERS.get(phase, "o"), edgecolors="none")
+        # the textbook arithmetic intensity (useful MACs per DRAM byte) of the same ops, for reference
+        intensity = df.utilization * peak * df.sparse_cycles / df.dram_bytes.where(df.dram_bytes > 0)
+        ax.scatter(intensity, y, s=10, marker="|", color="0.5", alpha=0.6)
+        others |= set(df.op) - set(OP_COLORS)
     allx = pd.concat(xs)
     grid = np.logspace(np.log10(min(allx.min(), ridge) / 3), np.log10(max(allx.max(), ridge) * 3), 200)
     ax.plot(grid, np.minimum(peak, grid * bpc), color="k", lw=1.5)
@@ -309,9 +313,13 @@ def roofline(layers: pd.DataFrame | Mapping[str, pd.DataFrame], hw: Mapping, pat
                   "(= arithmetic intensity, MAC/B, for a dense op at full utilisation)")
     ax.set_ylabel("attained performance (useful MAC/cycle)")
     ax.set_title(f"Roofline of {hw.get('name', 'the accelerator')}: {peak:.0f} MAC/cycle peak, "
-                 f"{bpc:.1f} B/cycle DRAM\nmemory-bound ops: {', '.join(counts)}", fontsize=10)
+                 f"{bpc:.1f} B/cycle DRAM\nmemory-bound matmuls (of the matmuls only): {', '.join(counts)}",
+                 fontsize=10)
     handles = [Line2D([], [], ls="", marker="o", color=c, label=op.replace("_proj", ""))
                for op, c in OP_COLORS.items() if any(op in set(d.op) for d in by_phase.values())]
+    if others:
+        handles.append(Line2D([], [], ls="", marker="o", color="0.3", label=" / ".join(sorted(others))))
+    handles.append(Line2D([], [], ls="", marker="|", color="0.5", label="arithmetic intensity (useful MAC/B)"))
     handles += [Line2D([], [], ls="", marker=PHASE_MARKERS.get(p, "o"), color="0.4", mfc="none", label=p)
                 for p in by_phase if p]
     ax.legend(handles=handles, fontsize=8, loc="lower right", ncol=2)

@@ -92,9 +92,12 @@ def test_roofline_sides_match_bound(drawn, tmp_path):
     layers = roofline_layers()
     figures.roofline(layers, hw, tmp_path / "r.png")
     ax = drawn[0].axes[0]
-    xs = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections if len(c.get_offsets()) == len(layers)])
+    ops = [c for c in ax.collections if len(c.get_offsets()) == len(layers)]
+    xs = ops[0].get_offsets()[:, 0]  # the ops' markers (the next collection: their textbook intensity)
     assert list(xs < ridge) == list(layers.bound == "memory")
-    assert "memory-bound ops: 1/4" in ax.get_title()
+    intensity = ops[1].get_offsets()[:, 0]
+    assert list(intensity) == pytest.approx(list(layers.utilization * 4096 * layers.sparse_cycles / layers.dram_bytes))
+    assert "memory-bound matmuls (of the matmuls only): 1/4" in ax.get_title()
 
 
 def test_roofline_of_a_simulated_run_matches_layers_csv(tmp_path):
