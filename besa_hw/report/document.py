@@ -273,7 +273,38 @@ def _configuration(run: RunData) -> list[tuple]:
         doc += [("h", 3, "Calibration"), ("table", kv_table(m["calibration"]))]
     if m.get("perplexity"):
         doc += [("h", 3, "Perplexity evaluation"), ("table", kv_table(m["perplexity"]))]
-    return doc + [("h", 3, "Hardware"), ("table", kv_table(run.hardware))]
+    return doc + [("h", 3, "Hardware"), ("table", kv_table(hardware_shown(run.hardware)))]
+
+
+def hardware_shown(hw: dict) -> dict:
+    """The hardware as simulated: a 0 that means "derived" shows the derived value, and a key the
+    chosen configuration does not use says so."""
+    from simulator import HardwareConfig
+    from simulator.energy import mac_pj, sram_pj_per_byte, static_mw
+
+    try:
+        cfg = HardwareConfig(**hw)
+    except (TypeError, ValueError):  # a hardware.json of an older version: show it as written
+        return dict(hw)
+    shown = dict(hw)
+    if not cfg.mac_pj:
+        shown["mac_pj"] = f"{mac_pj(cfg):.3g} (derived from the operand widths)"
+    if not cfg.sram_pj_per_byte:
+        shown["sram_pj_per_byte"] = (f"{sram_pj_per_byte(cfg, cfg.weight_sram_kib):.3g} for the weight buffer "
+                                     "(derived per buffer from its size)")
+    if not cfg.static_mw:
+        shown["static_mw"] = f"{static_mw(cfg):.3g} (derived: MAC and buffer leakage)"
+    if not cfg.kv_bits:
+        shown["kv_bits"] = f"{cfg.act_bits} (act_bits)"
+    if not cfg.sparse_lanes:
+        shown["sparse_lanes"] = f"{cfg.lanes} (one per PE row)"
+    if cfg.sparse_format != "csr":
+        shown["index_bits"] = f"{cfg.index_bits} (unused: {cfg.sparse_format} format)"
+    if cfg.split_policy != "fixed":
+        shown["dense_pe_fraction"] = f"{cfg.dense_pe_fraction} (unused: {cfg.split_policy} split)"
+    if cfg.column_split != "threshold":
+        shown["dense_column_threshold"] = f"{cfg.dense_column_threshold} (unused: {cfg.column_split} split)"
+    return shown
 
 
 def _reproducibility(run: RunData) -> list[tuple]:

@@ -139,3 +139,10 @@ def test_markdown_table():
     df = pd.DataFrame({"op": ["q|x", "total"], "count": [1, 1234], "speedup": [1.5, float("nan")]})
     assert markdown_table(df).splitlines() == [
         "| op | count | speedup |", "| :--- | ---: | ---: |", "| q\\|x | 1 | 1.500 |", "| total | 1,234 | — |"]
+
+
+def test_hardware_table_shows_the_values_used(report):
+    md = (report / "report.md").read_text()
+    hardware = md[md.index("### Hardware"):]
+    assert "| mac_pj | 0.23 (derived from the operand widths) |" in hardware  # int8: 0.2 + 0.03 pJ
+    assert "(unused: bitmap format)" in hardware and "| mac_pj | 0.0 |" not in hardware
