@@ -98,10 +98,10 @@ def workload_spec(args: argparse.Namespace):
             raise FileNotFoundError(f"run folder not found: {args.run}")
         synthetic = {"--sparsity": args.sparsity is not None, "--profile": args.profile is not None,
                      "--row-dist": args.row_dist != "none", "--row-spread": args.row_spread != 0.0,
-                     "--nm": args.nm is not None, "--wbits": args.wbits is not None}
+                     "--nm": args.nm is not None}
         used = [flag for flag, given in synthetic.items() if given]
         if used:
-            raise ValueError(f"{used[0]} applies to synthetic masks (--shape), not to --run")
+            raise ValueError(f"{used[0]} applies to synthetic masks (--shape), not to --run (a run's masks decide it)")
     per_layer = load_profile(args.profile) if args.profile else {}
     nm = parse_nm_text(args.nm)
     if nm and args.sparsity is not None and abs(args.sparsity - (1 - nm[0] / nm[1])) > 1e-9:

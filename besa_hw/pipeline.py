@@ -65,10 +65,22 @@ class WorkloadSpec:
 def build_ops(spec: WorkloadSpec) -> list[LayerOp]:
     """The ops of a workload; masks stay on disk (or ungenerated) until simulated."""
     if spec.run_dir is not None:
-        return run_ops(spec.run_dir, spec.n_tokens, spec.attention_context, spec.linear_only, spec.blocks)[1]
+        shape, ops = run_ops(spec.run_dir, spec.n_tokens, spec.attention_context, spec.linear_only, spec.blocks)
+        _check_blocks(spec.blocks, shape)
+        wbits = spec.profile.wbits
+        if wbits:  # a what-if: the run's masks with its Linears' weights at wbits
+            ops = [dataclasses.replace(op, weight_bits=wbits, group_size=op.in_features if (spec.profile.group_size or -1)
+                                       < 0 else spec.profile.group_size) if op.kind == "linear" else op for op in ops]
+        return ops
     shape = get_shape(spec.shape)
+    _check_blocks(spec.blocks, shape)
     blocks = range(min(spec.blocks or shape.num_hidden_layers, shape.num_hidden_layers))
     return synthetic_ops(shape, spec.n_tokens, spec.profile, blocks, spec.attention_context, spec.linear_only)
+
+
+def _check_blocks(blocks: int | None, shape) -> None:
+    if blocks is not None and blocks > shape.num_hidden_layers:
+        raise ValueError(f"--blocks {blocks} exceeds the model's {shape.num_hidden_layers} blocks")
 
 
 def simulate(ops: Sequence[LayerOp], hw: HardwareConfig, compute_only: bool = False,

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(args.out, args.overwrite)
     hw = hardware(args)
     spec = workload_spec(args)
+    check_datapath(hw, spec, args.compute_only)
     ops = build_ops(spec)
     start = time.perf_counter()
     layers, summary = simulate(ops, hw, compute_only=args.compute_only, progress=True)
@@ -74,3 +75,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/layers.csv, summary.csv, blocks.csv, hardware.json")
     return 0
 
+
+def check_datapath(hw, spec, compute_only: bool) -> None:
+    """Refuse weights wider than the datapath; say when a preset is used outside what it reproduces."""
+    import logging
+
+    wbits = spec.profile.wbits
+    if wbits and wbits > hw.weight_bits:
+        raise ValueError(f"--wbits {wbits} exceeds the datapath's {hw.weight_bits}-bit weights "
+                         f"(set weight_bits={wbits} or more for a wider datapath)")
+    if hw.name == "besa-paper" and not compute_only:
+        logging.getLogger(__name__).warning("besa-paper reproduces the BESA authors' compute-only simulator; its rules "
+                                            "make memory-bound ops slower than dense: use --compute-only "
+                                            "--linear-only --tokens 1 as the paper does")

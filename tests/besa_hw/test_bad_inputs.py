@@ -622,3 +622,22 @@ def test_explicit_sparsity_half_with_a_run_is_refused(tiny_model_dir, tmp_path, 
     assert main(["prune", "--method", "magnitude", "--model", str(tiny_model_dir), "--out", str(run)]) == 0
     assert main(["simulate", "--run", str(run), "--sparsity", "0.5"]) == 2
     assert "--sparsity applies to synthetic masks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["simulate", "--shape", "llama-7b", "--blocks", "99"], "--blocks 99 exceeds the model's 32 blocks"),
+    (["simulate", "--shape", "llama-7b", "--set", "weight_bits=4", "--wbits", "8"], "--wbits 8 exceeds the datapath"),
+])
+def test_clamped_inputs_are_refused(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_wbits_what_if_on_a_run(tiny_model_dir, tmp_path, capsys):
+    import pandas as pd
+
+    run = tmp_path / "r"
+    assert main(["prune", "--method", "magnitude", "--model", str(tiny_model_dir), "--out", str(run)]) == 0
+    assert main(["simulate", "--run", str(run), "--wbits", "4", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    layers = pd.read_csv(tmp_path / "s" / "layers.csv")
+    assert (layers[layers.kind == "linear"].weight_bits == 4).all() and (layers[layers.kind != "linear"].weight_bits != 4).any()
