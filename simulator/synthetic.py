@@ -47,7 +47,9 @@ class AllocationProfile:
     group_size: int | None = None  # inputs per quantization group (-1: one group per row)
 
     def __post_init__(self) -> None:
-        for key, s in {"sparsity": self.sparsity, **self.per_layer}.items():
+        if not _is_number(self.sparsity) or not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"--sparsity must be in [0, 1), got {self.sparsity!r}")
+        for key, s in self.per_layer.items():
             if not _is_number(s) or not 0.0 <= s < 1.0:
                 raise ValueError(f"profile: sparsity of {key} must be in [0, 1), got {s!r}")
         if self.row_distribution not in ROW_DISTRIBUTIONS:

@@ -72,7 +72,7 @@ def assert_one_line_error(capsys, args, text, out_dir=None):
     (["--set", "pe_rows=-4"], "pe_rows must be a positive integer"),
     (["--set", "act_sram_kib=0.0001"], "act_sram_kib = 0.0001 is smaller than one byte"),
     (["--tokens", "0"], "tokens must be a positive integer"),
-    (["--sparsity", "1.5"], "sparsity of sparsity must be in [0, 1)"),
+    (["--sparsity", "1.5"], "--sparsity must be in [0, 1), got 1.5"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, text):
     out = tmp_path / "sim"
