@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-zeroshot bench-gpu bench-sweep report compare-example clean
+.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-zeroshot sweep-example bench-gpu bench-sweep report compare-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,16 @@ compare-example: install
 	$(VENV)/bin/besa-hw compare runs/example runs/cmp-besa-layer runs/cmp-wanda runs/cmp-sparsegpt runs/cmp-magnitude \
 		--names besa-row besa-layer wanda sparsegpt magnitude --set row_schedule=balanced \
 		--out reports/compare-smollm2-135m-balanced
+
+# The committed example sweep (reports/sweep-llama-7b/): LLaMA-7B decode (context 2048) and prefill (2048) on the
+# besa-64x64 family, array shape x weight buffer x DRAM bandwidth, under a 20 W average-power budget.
+SWEEP_GRID := --grid pe_rows=16,32,64,128 --grid pe_cols=16,64 --grid weight_sram_kib=53,512 --grid dram_gbps=76.8,307.2
+sweep-example: install
+	@git diff --quiet HEAD -- . ':!reports' || { echo "make sweep-example: commit your changes first"; exit 1; }
+	rm -rf reports/sweep-llama-7b
+	$(VENV)/bin/besa-hw sweep --shape llama-7b --phase decode --context 2048 $(SWEEP_GRID) --budget 'power_mw<=20000' --workers 1 --out reports/sweep-llama-7b/decode
+	$(VENV)/bin/besa-hw sweep --shape llama-7b --phase prefill --tokens 2048 $(SWEEP_GRID) --budget 'power_mw<=20000' --workers 1 --out reports/sweep-llama-7b/prefill
+	rm -f reports/sweep-llama-7b/*/sweep.csv  # the per-op table (tens of MB); points.csv and sweep.json stay
 
 bench-sweep: install
 	$(PY) bench/sweep_speed.py
