@@ -127,10 +127,14 @@ class AllocationLearner(nn.Module):
 
     def __init__(self, named_weights: dict[str, torch.Tensor], scores: dict[str, torch.Tensor],
                  target: float, allocation: str = "row", step: float = 0.01,
-                 smoothing: str = "none", init_width: float = 0.1, clip: nn.Module | None = None) -> None:
+                 smoothing: str = "none", init_width: float = 0.1, clip: nn.Module | None = None,
+                 max_sparsity: float = 1.0) -> None:
         super().__init__()
         self.clip = clip  # optional ClipLearner: fake-quantizes each masked weight
-        self.cands = candidate_grid(step).float()
+        # candidates 0, step, ..., max_sparsity (1.0: the authors' grid, where a row may lose every weight)
+        grid = candidate_grid(step)
+        self.cands = grid[grid <= max_sparsity + 1e-9].float()
+        self.max_sparsity = float(self.cands[-1])
         self.smoothing = smoothing
         self.layers: list[_LayerAlloc] = []
         dev = next(iter(named_weights.values())).device
@@ -220,13 +224,16 @@ class AllocationLearner(nn.Module):
                           for la in self.layers]).double()
         cont = torch.cat([self.row_sparsity(la) for la in self.layers]).double() * cols
         need = int(round(target * self.total))
-        for _ in range(10):  # rescale; clipping at [0, cols] may need a few passes
-            cont = torch.minimum((cont * need / cont.sum().clamp_min(1e-12)).clamp_min(0), cols)
+        most = torch.floor(cols * self.max_sparsity)  # no row past the largest candidate
+        if need > most.sum():
+            raise ValueError(f"target sparsity {target:g} exceeds the largest candidate sparsity {self.max_sparsity:g}")
+        for _ in range(10):  # rescale; clipping at [0, most] may need a few passes
+            cont = torch.minimum((cont * need / cont.sum().clamp_min(1e-12)).clamp_min(0), most)
             if abs(cont.sum().item() - need) < 0.5:
                 break
         base = torch.floor(cont)
         rem = need - int(base.sum().item())
-        frac = (cont - base).masked_fill(base >= cols, -1.0)
+        frac = (cont - base).masked_fill(base >= most, -1.0)
         if rem > 0:
             base[torch.topk(frac, rem).indices] += 1
         elif rem < 0:

@@ -117,6 +117,7 @@ class PruneConfig:
     besa_reconstruct: bool = False
     besa_target: str = "dense"
     besa_reconstruct_mode: str = "mask"
+    besa_max_sparsity: float = 1.0  # largest candidate sparsity of a row or layer (1.0: the authors' grid)
     wbits: int | None = None
     group_size: int = 64
     quantizer: str | None = None
@@ -213,6 +214,8 @@ class PruneConfig:
             raise ValueError(f"BESA target must be block or dense, got {self.besa_target!r}")
         if self.besa_reconstruct_mode not in ("counts", "mask"):
             raise ValueError(f"reconstruct mode must be counts or mask, got {self.besa_reconstruct_mode!r}")
+        if not self.sparsity <= self.besa_max_sparsity <= 1.0:
+            raise ValueError(f"besa_max_sparsity must be in [sparsity, 1], got {self.besa_max_sparsity}")
         if not 0.0 < self.besa_step <= 0.5:
             raise ValueError(f"besa_step (candidate sparsity step) must be in (0, 0.5], got {self.besa_step}")
         if self.besa_samples is not None and self.besa_samples < 1:

@@ -154,7 +154,8 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
     scores = _LazyScores(job, {names[op]: op for op in job.linears})
     learner = AllocationLearner({names[op]: lin.weight for op, lin in job.linears.items()}, scores, target,
                                 allocation=cfg.besa_allocation, step=cfg.besa_step,
-                                smoothing=cfg.besa_smoothing, init_width=cfg.besa_init_width)
+                                smoothing=cfg.besa_smoothing, init_width=cfg.besa_init_width,
+                                max_sparsity=cfg.besa_max_sparsity)
     if cfg.quant_method == "lwc" and cfg.lwc_stage != "after":
         # joint: clipping trains with the allocation, initialised on its start mask
         start = learner.hard_masks()

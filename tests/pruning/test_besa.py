@@ -55,6 +55,25 @@ def test_soft_mask_gradient_and_exact_counts():
     assert len(candidate_grid(0.01)) == 101
 
 
+def test_max_sparsity_caps_every_row():
+    """besa_max_sparsity: candidates stop there, so no row loses more, and the block still hits its target."""
+    g = torch.Generator().manual_seed(0)
+    weights = {"a.weight": torch.randn(8, 40, generator=g), "b.weight": torch.randn(4, 20, generator=g)}
+    learner = AllocationLearner(weights, {k: v.abs() for k, v in weights.items()}, target=0.7, step=0.05,
+                                max_sparsity=0.8)
+    assert float(learner.cands[-1]) == pytest.approx(0.8)
+    with torch.no_grad():
+        for p in learner.parameters():
+            p.add_(3 * torch.randn(p.shape, generator=g))  # push rows toward the extremes
+    counts = learner.final_counts(0.7)
+    assert int(sum(c.sum() for c in counts)) == round(0.7 * (8 * 40 + 4 * 20))
+    assert max(float(c.max()) / w.shape[1] for c, w in zip(counts, weights.values())) <= 0.8
+    with pytest.raises(ValueError, match="exceeds the largest candidate"):
+        learner.final_counts(0.85)
+    with pytest.raises(ValueError, match="besa_max_sparsity must be in"):
+        PruneConfig(method="besa", sparsity=0.7, besa_max_sparsity=0.6)
+
+
 def test_besa_sigmoid_smoothing_limits_range():
     """The paper's softmax(sigmoid(logits)) cannot leave ~[0.377, 0.623] (issue 3's analysis note)."""
     w = {"a.weight": torch.randn(4, 100)}
