@@ -95,6 +95,28 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     return record_perplexity(run_dir, ev, part, dense_ppl, pruned, n_tokens)
 
 
+def check_tasks_fit(model: str, gguf_file: str | None, device: str) -> None:
+    """Zero-shot tasks load the model whole (lm-eval calls it per request batch, which a block-by-block
+    pass does not fit): refuse, with the memory it would need, a model whose fp32 weights exceed what
+    ``device`` has free."""
+    from besa_hw.estimate import GB, available_bytes, shape_of
+    from besa_hw.models import resolve_model
+
+    spec = resolve_model(model, gguf_file)
+    try:
+        shape = shape_of(spec.source if spec.gguf_file is None else spec.model_id)
+    except ValueError:
+        return
+    if shape is None:
+        return
+    per_block = sum(o * i for o, i in shape.op_shapes().values())
+    need = 4.0 * (per_block * shape.num_hidden_layers + 2 * shape.vocab_size * shape.hidden_size)
+    free = available_bytes(device)
+    if free is not None and need > free:
+        raise ValueError(f"zero-shot tasks load the model whole: {model} needs about {need / GB:.1f} GB in fp32, "
+                         f"{free / GB:.1f} GB free on {device}; evaluate its perplexity (block by block) instead")
+
+
 def evaluate_run_tasks(run_dir: str | Path, loaded, cfg, device: str, dense: bool = False) -> dict:
     """Zero-shot accuracy of a finished run on ``loaded`` tasks (besa_hw.tasks), and of its dense base
     model when ``dense`` (loaded once, evaluated, then masked in place); updates the manifest."""

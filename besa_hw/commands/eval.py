@@ -70,6 +70,11 @@ def handle(args: argparse.Namespace) -> int:
         check_source(args.data, "evaluation text")
     device = resolve_device(args.device)
     if tasks is not None:
+        from besa_hw.evaluation import check_tasks_fit
+        from besa_hw.runfolder import read_manifest
+
+        spec = read_manifest(args.run)["model"] if args.run else {"id": args.model, "gguf_file": args.gguf_file}
+        check_tasks_fit(spec["id"], spec.get("gguf_file"), device)
         if not args.verbose:  # lm-eval logs every request batch and the in-memory model at INFO/WARNING
             logging.getLogger("lm_eval").setLevel(logging.WARNING)
             logging.getLogger("lm_eval.models.huggingface").setLevel(logging.ERROR)

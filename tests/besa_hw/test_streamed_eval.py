@@ -133,3 +133,16 @@ def test_an_unreadable_progress_file_is_refused_and_nothing_is_deleted(tiny_mode
     err = capsys.readouterr().err
     assert "progress.json cannot be read" in err and "--overwrite" in err
     assert sorted(p.name for p in partial.iterdir()) == before  # the finished block is still there
+
+
+def test_zero_shot_on_a_model_larger_than_memory_is_refused_with_its_size(tmp_path, capsys):
+    """lm-eval needs the model whole: a 70B-shaped folder is refused with the memory it would need."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
+        "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 32000,
+        "max_position_embeddings": 4096}))
+    assert main(["eval", "--model", str(folder), "--tasks", "configs/tasks/everyday_mc.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "zero-shot tasks load the model whole" in err and "needs about 27" in err and "block by block" in err
