@@ -59,7 +59,7 @@ def knapsack(errors: dict[str, list[float]], costs: dict[str, list[float]], budg
     return min(best.values(), key=lambda v: v[0])[1]
 
 
-def _mask(weight: torch.Tensor, score: torch.Tensor, cand: Candidate) -> torch.Tensor:
+def _mask(score: torch.Tensor, cand: Candidate) -> torch.Tensor:
     return nm_mask(score, 2, 4) if cand.fmt == "2:4" else rowwise_mask(score, cand.sparsity)
 
 
@@ -87,10 +87,10 @@ def prune_search(job) -> dict[str, torch.Tensor]:
         saved = lin.weight.data.clone()
         errors[op] = []
         for cand in options[op]:
-            lin.weight.data.mul_(_mask(saved, scores[op], cand).to(saved.dtype))
+            lin.weight.data.mul_(_mask(scores[op], cand).to(saved.dtype))
             errors[op].append(_block_error(job, samples, denom))
             lin.weight.data.copy_(saved)
     pick = knapsack(errors, {op: [c.cycles for c in opts] for op, opts in options.items()}, latency.block_budget)
     chosen = {op: options[op][i] for op, i in pick.items()}
     job.info["formats"] = {op: c.fmt for op, c in chosen.items()}
-    return {op: _mask(lin.weight, scores[op], chosen[op]) for op, lin in job.linears.items()}
+    return {op: _mask(scores[op], chosen[op]) for op in job.linears}
