@@ -91,7 +91,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="codesign-"))
     print(f"# threads {torch.get_num_threads()}, load {' / '.join(f'{v:.1f}' for v in os.getloadavg())}, "
           f"calibration {args.nsamples} x 512, evaluation {args.windows} x 512 of wiki.test.raw, phase {args.phase}")
-    print("| preset | method | param sparsity | simulated e2e speedup | ppl | plain BESA ppl at that speedup | prune s |")
+    print("| preset | method | param sparsity | simulated e2e speedup | ppl | plain BESA ppl at that speedup "
+          "| prune s |")
     print("|---|---|---|---|---|---|---|")
     plain: dict[str, list[tuple[float, float]]] = {pr: [] for pr in presets}
     rows = []

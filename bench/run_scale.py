@@ -61,8 +61,9 @@ def main() -> int:
     print("| method | blocks | whole run s | phases | peak RSS GB | estimate peak GB | ppl dense -> pruned |")
     print("|---|---|---|---|---|---|---|")
     ppl = manifest.get("perplexity") or {}
+    dense, pruned = ppl.get("dense", float("nan")), ppl.get("pruned", float("nan"))
     print(f"| {args.method} | {manifest['blocks_pruned']} | {wall:.0f} | {phases} | {rss_gb:.2f} | "
-          f"{peak.group(1) if peak else '?'} | {ppl.get('dense', float('nan')):.2f} -> {ppl.get('pruned', float('nan')):.2f} |")
+          f"{peak.group(1) if peak else '?'} | {dense:.2f} -> {pruned:.2f} |")
     print(proc.stdout.strip().splitlines()[-4:])
     return 0
 

@@ -58,7 +58,8 @@ def model_perplexity(model: str, gguf_file: str | None, ids_of, ev: EvalConfig, 
     ids = ids_of(tok)
     if prepare is None:
         return perplexity(lm, ids, ev.seqlen, ev.max_windows, progress=progress), ids.numel()
-    return blockwise_perplexity(LoadedModel(lm), ids, ev.seqlen, ev.max_windows, prepare, progress=progress), ids.numel()
+    ppl = blockwise_perplexity(LoadedModel(lm), ids, ev.seqlen, ev.max_windows, prepare, progress=progress)
+    return ppl, ids.numel()
 
 
 def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool = True,

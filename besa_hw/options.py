@@ -105,7 +105,8 @@ def workload_spec(args: argparse.Namespace):
     per_layer = load_profile(args.profile) if args.profile else {}
     nm = parse_nm_text(args.nm)
     if nm and args.sparsity is not None and abs(args.sparsity - (1 - nm[0] / nm[1])) > 1e-9:
-        raise ValueError(f"--nm {args.nm} means sparsity {1 - nm[0] / nm[1]:g}; --sparsity {args.sparsity:g} contradicts it")
+        raise ValueError(f"--nm {args.nm} means sparsity {1 - nm[0] / nm[1]:g}; "
+                         f"--sparsity {args.sparsity:g} contradicts it")
     sparsity = 1 - nm[0] / nm[1] if nm else (0.5 if args.sparsity is None else args.sparsity)
     if args.group_size != -1 and args.wbits is None:
         raise ValueError("--group-size applies with --wbits (the quantization groups)")

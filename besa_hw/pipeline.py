@@ -69,8 +69,9 @@ def build_ops(spec: WorkloadSpec) -> list[LayerOp]:
         _check_blocks(spec.blocks, shape)
         wbits = spec.profile.wbits
         if wbits:  # a what-if: the run's masks with its Linears' weights at wbits
-            ops = [dataclasses.replace(op, weight_bits=wbits, group_size=op.in_features if (spec.profile.group_size or -1)
-                                       < 0 else spec.profile.group_size) if op.kind == "linear" else op for op in ops]
+            group = spec.profile.group_size or -1
+            ops = [dataclasses.replace(op, weight_bits=wbits, group_size=op.in_features if group < 0 else group)
+                   if op.kind == "linear" else op for op in ops]
         return ops
     shape = get_shape(spec.shape)
     _check_blocks(spec.blocks, shape)

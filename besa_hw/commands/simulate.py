@@ -64,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
           f"{saving_words(m['energy_saving'])}), {m['energy_per_token_mj']:.4f} mJ per token, "
           f"{m['tokens_per_joule']:.1f} tokens/J; {shares}")
     t = traffic(layers, hw)
-    print(f"DRAM traffic: {t['dram_mb']:.2f} MB per step (weights {t['weights_mb']:.2f}, KV cache {t['kv_cache_mb']:.2f}, "
-          f"activations {t['activations_mb']:.2f}); achieved {t['achieved_gbps']:.1f} GB/s of {t['peak_gbps']:g} peak")
+    print(f"DRAM traffic: {t['dram_mb']:.2f} MB per step (weights {t['weights_mb']:.2f}, "
+          f"KV cache {t['kv_cache_mb']:.2f}, activations {t['activations_mb']:.2f}); "
+          f"achieved {t['achieved_gbps']:.1f} GB/s of {t['peak_gbps']:g} peak")
     if args.out:
         with staged_dir(args.out, "simulate", overwrite=args.overwrite) as out:
             write_table(layers, out / "layers.csv")
