@@ -134,6 +134,7 @@ class PruneConfig:
     owl_m: float | None = None
     owl_lambda: float = 0.08
     search_samples: int = 4  # method search: calibration segments its candidate errors are measured on
+    search_step: float = 0.1  # method search: candidate sparsities every search_step (of the latency table's grid)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -170,6 +171,8 @@ class PruneConfig:
             raise ValueError(f"OWL needs owl_m > 0 and owl_lambda in [0, 0.5), got {self.owl_m}, {self.owl_lambda}")
         if self.search_samples < 1:
             raise ValueError(f"search_samples must be >= 1, got {self.search_samples}")
+        if not 0.0 < self.search_step <= 0.5:
+            raise ValueError(f"search_step must be in (0, 0.5], got {self.search_step}")
 
     def _check_quant(self) -> None:
         self._check_lwc_stage()
@@ -237,7 +240,7 @@ class PruneConfig:
         if self.method == "besa":
             out.update({k[5:]: v for k, v in self.__dict__.items() if k.startswith("besa_")})
         if self.method == "search":
-            out.update(search_samples=self.search_samples)
+            out.update(search_samples=self.search_samples, search_step=self.search_step)
         if self.owl_m is not None:
             out.update(allocation="owl", owl_m=self.owl_m, owl_lambda=self.owl_lambda)
         if self.hw_target is not None:

@@ -1,8 +1,8 @@
 """Search-based allocation under a latency budget (SPDY, Frantar & Alistarh, ICML 2022, arXiv
 2201.13096; ZipLM, arXiv 2302.04089), block by block, from the simulator's latency table.
 
-The rule. For each Linear of a block and each candidate (a sparsity of the table's grid with a
-Wanda mask, run in its cheapest format; and a 2:4 Wanda mask where the preset gains from 2:4),
+The rule. For each Linear of a block and each candidate (a sparsity every ``search_step`` of the
+table's grid with a Wanda mask, run in its cheapest format; and a 2:4 Wanda mask where the preset gains from 2:4),
 the error is the block's output error with that Linear alone pruned so, the others dense:
 the channel-normalised MSE of BESA's loss against the dense block's outputs, on
 ``search_samples`` calibration segments. Errors are taken as additive (SPDY's assumption), and a
@@ -34,9 +34,11 @@ class Candidate:
     cycles: float
 
 
-def candidates(latency, op: str) -> list[Candidate]:
-    """The options of ``op``: each grid sparsity in its cheapest format, and 2:4 where tabled."""
-    out = [Candidate(s, *latency.best(op, s)) for s in latency.grid]
+def candidates(latency, op: str, step: float | None = None) -> list[Candidate]:
+    """The options of ``op``: each grid sparsity (every ``step``, None: all) in its cheapest format, and
+    2:4 where tabled."""
+    grid = [s for s in latency.grid if step is None or abs(s / step - round(s / step)) < 1e-6]
+    out = [Candidate(s, *latency.best(op, s)) for s in grid]
     if op in latency.nm:
         out.append(Candidate(0.5, "2:4", latency.nm[op]))
     return out
@@ -83,7 +85,7 @@ def prune_search(job) -> dict[str, torch.Tensor]:
     options, errors, scores = {}, {}, {}
     for op, lin in job.linears.items():
         scores[op] = wanda_score(lin.weight, job.stats[op].sq_mean)
-        options[op] = candidates(latency, op)
+        options[op] = candidates(latency, op, cfg.search_step)
         saved = lin.weight.data.clone()
         errors[op] = []
         for cand in options[op]:
