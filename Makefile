@@ -47,7 +47,7 @@ bench-run-scale: install
 # Co-design: plain BESA vs BESA with a hardware target vs the search allocator (issue 18; reduced settings).
 bench-codesign: install
 	$(PY) bench/codesign.py --presets besa-64x64,vitcod-64x8 --phase decode --sparsities 0.4,0.5,0.6,0.7 \
-		--targets 'besa-64x64=1.25/1.35;vitcod-64x8=1.05/1.1' --hw-methods besa,search --nsamples 8 --windows 16
+		--targets 'besa-64x64=1.25/1.35;vitcod-64x8=1.05/1.1' --hw-methods besa,search --nsamples 8 --windows 16 --search-samples 1
 
 # The paper's zero-shot table on seeded subsets of at most 500 documents per task (issue 17 C; hours on 2 CPUs).
 bench-zeroshot: install

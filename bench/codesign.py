@@ -32,7 +32,8 @@ def _prune(out: Path, args, method: str = "besa", **fields) -> float:
     from pruning import CalibConfig, PruneConfig
 
     calib = CalibConfig(str(Path(args.data_dir) / "wikitext-2/wiki.valid.tokens"), args.nsamples, 512, 0)
-    cfg = PruneConfig(method=method, seed=0, besa_samples=min(24, args.nsamples), **fields)
+    extra = {"search_samples": args.search_samples} if method == "search" else {}
+    cfg = PruneConfig(method=method, seed=0, besa_samples=min(24, args.nsamples), **extra, **fields)
     t = time.perf_counter()
     prune_to_run("smollm2-135m", None, cfg, calib, out)
     return time.perf_counter() - t
@@ -80,6 +81,7 @@ def main() -> int:
     p.add_argument("--targets", default="1.02,1.04",
                    help="speedup targets: 1.2,1.3 for every preset, or besa-64x64=1.25/1.35;vitcod-64x8=1.05/1.1")
     p.add_argument("--hw-methods", default="besa,search", help="hardware-targeted methods: besa, search")
+    p.add_argument("--search-samples", type=int, default=1, help="calibration segments of the search's errors")
     p.add_argument("--nsamples", type=int, default=32)
     p.add_argument("--windows", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
