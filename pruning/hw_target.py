@@ -25,6 +25,7 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -131,15 +132,22 @@ class LatencyModel:
         """Exact table cycles of one block's Linears, each in its cheapest format."""
         return sum(self.best(op, s)[1] for op, s in sparsities.items())
 
+    @functools.cached_property
+    def _hulls(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per op, the corners of the convex envelope of min(dense, sparse(s)) (computed once, not per step)."""
+        out = {}
+        for op, cycles in self.sparse.items():
+            xs, ys = hull(list(self.grid), [min(self.dense[op], c) for c in cycles])
+            out[op] = (torch.tensor(xs, dtype=torch.float64), torch.tensor(ys, dtype=torch.float64))
+        return out
+
     def relaxed(self, op: str, sparsity: torch.Tensor) -> torch.Tensor:
         """The convex relaxation of ``op``'s cycles at expected ``sparsity``, differentiable."""
-        exact = [min(self.dense[op], c) for c in self.sparse[op]]
-        xs, ys = hull(list(self.grid), exact)
+        xs, ys = self._hulls[op]
         if len(xs) == 1:
-            return sparsity * 0 + ys[0]
+            return sparsity * 0 + float(ys[0])
         dev = sparsity.device
-        return _interp_torch(torch.tensor(xs, dtype=torch.float64, device=dev),
-                             torch.tensor(ys, dtype=torch.float64, device=dev), sparsity.double())
+        return _interp_torch(xs.to(dev), ys.to(dev), sparsity.double())
 
     def uniform_sparsity(self, ops: list[str]) -> float:
         """The uniform sparsity whose relaxed block cost meets the budget (where the learning starts)."""
