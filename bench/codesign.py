@@ -116,7 +116,7 @@ def main() -> int:
             plain[pr].append((up, done["ppl"]))
             print(f"| {pr} | BESA {s:.0%} | {s:.3f} | {up:.4f}x | {done['ppl']:.2f} | - | {done['secs']:.0f} |",
                   flush=True)
-    from besa_hw.commands.latency_table import DEFAULT_CACHE, table_spec
+    from besa_hw.pipeline import DEFAULT_CACHE, table_spec
     from pruning.hw_target import LatencyModel
     from simulator import get_shape, load_hardware
     from simulator.latency_table import cached_table

@@ -290,7 +290,7 @@ def build_configs(args: argparse.Namespace):
 def latency_target(args: argparse.Namespace):
     """The LatencyModel of --target-speedup: the simulator's latency table of the model on the target
     hardware and phase (cached in runs/.cache/latency)."""
-    from besa_hw.commands.latency_table import DEFAULT_CACHE, model_shape, table_spec
+    from besa_hw.pipeline import DEFAULT_CACHE, model_shape, table_spec
     from pruning.hw_target import LatencyModel
     from simulator.config import load_hardware, parse_overrides as hw_overrides
     from simulator.latency_table import cached_table

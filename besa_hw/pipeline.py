@@ -17,12 +17,14 @@ from simulator.synthetic import AllocationProfile, synthetic_ops
 from simulator.workload import check_tokens
 
 __all__ = ["PHASE_TOKENS", "WorkloadSpec", "Timings", "build_ops", "simulate", "simulate_run", "write_table",
-           "write_json"]
+           "write_json", "table_spec", "model_shape"]
 
 # Default tokens per phase: decode = one token (batch 1); prefill = a 2048-token prompt.
 PHASE_TOKENS = {"decode": 1, "prefill": 2048}
 # Decode attends to this many cached tokens unless told otherwise (the token after a 2048-token prompt).
 DEFAULT_CONTEXT = 2048
+# Where latency tables are kept (simulator/latency_table.py), keyed by dims, hardware, phase and grid.
+DEFAULT_CACHE = "runs/.cache/latency"
 
 
 @dataclass(frozen=True)
@@ -151,3 +153,32 @@ def simulate_run(run_dir: str | Path, hw: HardwareConfig, phases: dict[str, int]
         totals[phase] = summary
     write_json(hw, sim_dir / "hardware.json")
     return totals
+
+
+def table_spec(shape, phase: str, tokens: int | None, context: int | None, grid_step: float = 0.05):
+    """The TableSpec of a phase with the CLI's defaults (decode: 1 token at context 2048; prefill: 2048)."""
+    from simulator.latency_table import TableSpec
+    from simulator.workload import check_tokens
+
+    if not 0.0 < grid_step <= 0.5:
+        raise ValueError(f"--grid-step must be in (0, 0.5], got {grid_step}")
+    if phase == "prefill" and context is not None:
+        raise ValueError("--context applies to decode; prefill attends over its own --tokens")
+    if context is not None and context < 1:
+        raise ValueError(f"--context must be a positive integer, got {context}")
+    n = int(round(1.0 / grid_step))
+    grid = tuple(round(i / n, 6) for i in range(n) if i / n < 1.0)
+    return TableSpec(shape, check_tokens(tokens or PHASE_TOKENS[phase], "--tokens"),
+                     None if phase == "prefill" else (context or DEFAULT_CONTEXT), grid)
+
+
+def model_shape(model: str):
+    """The ModelShape of a model's config (no weights are loaded)."""
+    from besa_hw.estimate import shape_of
+    from besa_hw.models import resolve_model
+
+    spec = resolve_model(model, None)
+    shape = shape_of(spec.source if spec.gguf_file is None else spec.model_id)
+    if shape is None:
+        raise ValueError(f"cannot read the model dimensions of {model} (give --shape)")
+    return shape

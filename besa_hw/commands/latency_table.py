@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 
 from besa_hw.options import add_hardware_args, hardware
-
-DEFAULT_CACHE = "runs/.cache/latency"
-
+from besa_hw.pipeline import DEFAULT_CACHE, model_shape, table_spec
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("latency-table", help="per-Linear latency on a preset vs sparsity and format (CSV)",
@@ -30,36 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "'' for none")
     p.add_argument("--out", metavar="FILE.csv", help="write the table here")
     p.set_defaults(func=run)
-
-
-def table_spec(shape, phase: str, tokens: int | None, context: int | None, grid_step: float = 0.05):
-    """The TableSpec of a phase with the CLI's defaults (decode: 1 token at context 2048; prefill: 2048)."""
-    from besa_hw.pipeline import DEFAULT_CONTEXT, PHASE_TOKENS
-    from simulator.latency_table import TableSpec
-    from simulator.workload import check_tokens
-
-    if not 0.0 < grid_step <= 0.5:
-        raise ValueError(f"--grid-step must be in (0, 0.5], got {grid_step}")
-    if phase == "prefill" and context is not None:
-        raise ValueError("--context applies to decode; prefill attends over its own --tokens")
-    if context is not None and context < 1:
-        raise ValueError(f"--context must be a positive integer, got {context}")
-    n = int(round(1.0 / grid_step))
-    grid = tuple(round(i / n, 6) for i in range(n) if i / n < 1.0)
-    return TableSpec(shape, check_tokens(tokens or PHASE_TOKENS[phase], "--tokens"),
-                     None if phase == "prefill" else (context or DEFAULT_CONTEXT), grid)
-
-
-def model_shape(model: str):
-    """The ModelShape of a model's config (no weights are loaded)."""
-    from besa_hw.estimate import shape_of
-    from besa_hw.models import resolve_model
-
-    spec = resolve_model(model, None)
-    shape = shape_of(spec.source if spec.gguf_file is None else spec.model_id)
-    if shape is None:
-        raise ValueError(f"cannot read the model dimensions of {model} (give --shape)")
-    return shape
 
 
 def run(args: argparse.Namespace) -> int:
