@@ -45,21 +45,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be in [1, {MAX_WORKERS}], got {args.workers}")
+    from besa_hw.options import split_settings
+    from simulator.config import parse_overrides
+
     base, grid = hardware(args), {}
+    given = parse_overrides(split_settings(args.overrides, prune=False, hw=True)[1])  # what --set set
     if args.sweep_file:
         file_base, grid = load_sweep_file(args.sweep_file)
-        # the command line wins over the file's [hardware] base; a key both sweep and set is refused
-        from besa_hw.options import split_settings
-        from simulator.config import parse_overrides
-
-        given = parse_overrides(split_settings(args.overrides, prune=False, hw=True)[1])
+        # the command line wins over the file's [hardware] base; a key both swept and set is refused
         base = apply_overrides(base, {k: v for k, v in file_base.items() if k not in given})
     cli_grid = parse_grid(args.grid)
     both = sorted(set(grid) & set(cli_grid))
     if both:
         raise ValueError(f"--grid {both[0]} is also swept by the sweep file; give its values in one place")
     grid.update(cli_grid)
-    fixed = sorted(set(grid) & set(parse_overrides_keys(args.overrides)))
+    fixed = sorted(set(grid) & set(given))
     if fixed:
         raise ValueError(f"{fixed[0]} is both swept (--grid or the sweep file) and set (--set); give one")
     budgets = parse_budgets(args.budget)
@@ -98,11 +98,6 @@ def sweep_figures(totals, params: list[str], out: Path, hardware: str = "the swe
     if len(params) == 2:
         paths.append(figures.sweep_heatmap(totals, params[0], params[1], out / "sweep_heatmap.png"))
     return paths
-
-
-def parse_overrides_keys(items: list[str]) -> list[str]:
-    """The field names a list of ``--set`` items sets (sections dropped)."""
-    return [item.partition("=")[0].removeprefix("hw.") for item in items]
 
 
 def _record(args: argparse.Namespace, base, grid: dict, spec) -> dict:
