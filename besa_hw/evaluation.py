@@ -72,12 +72,10 @@ def evaluate_run(run_dir: str | Path, ev: EvalConfig, device: str, dense: bool =
     """
     from besa_hw.runfolder import block_preparer, check_run, saved_model_dir
     from pruning.calibration import evaluation_part, text_of, tokenize
-    from simulator.workload import check_complete
 
-    manifest = check_run(run_dir)
+    manifest = check_run(run_dir)  # also refuses a measurement run (prune --blocks)
     spec = manifest["model"]
     saved = saved_model_dir(run_dir)  # fail before any evaluation if the run cannot be reproduced
-    check_complete(manifest, run_dir)  # and if it is a measurement run (prune --blocks)
     part = evaluation_part(ev.data, ev.part, manifest.get("calibration"))
     check_held_out(manifest.get("calibration"), ev.data, part)
     text = text_of(ev.data, "evaluation", part)
