@@ -51,7 +51,7 @@ bench-codesign: install
 
 # The paper's zero-shot table on seeded subsets of at most 500 documents per task (issue 17 C; hours on 2 CPUs).
 bench-zeroshot: install
-	$(PY) bench/zeroshot.py --methods dense,magnitude,wanda,sparsegpt,besa-row,besa-layer,besa-row-recon,besa-lwc
+	$(PY) bench/zeroshot.py --tasks paper --subset 500 --methods dense,besa-row,magnitude,wanda,sparsegpt,besa-layer,besa-row-recon,besa-lwc
 
 # The same on a CUDA GPU, plus the CUDA tests and the phase-by-phase probe (bench/RESULTS-gpu.md; ~5 min on an H200).
 bench-gpu: install

@@ -9,6 +9,9 @@ the thread count and the load.
 
     python bench/zeroshot.py --methods dense,magnitude,wanda,sparsegpt,besa-row,besa-layer,besa-row-recon,besa-lwc
     python bench/zeroshot.py --methods dense,besa-row --subset 0        # full splits
+
+Each finished model's row is appended to --rows (a JSON line with the commit, the settings and the
+load); a rerun with the same settings skips the methods already there, so a killed table resumes.
 """
 
 from __future__ import annotations
@@ -43,6 +46,26 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     return row
 
 
+def _commit() -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    return {"tasks": args.tasks, "subset": args.subset, "sparsity": args.sparsity, "set": args.set}
+
+
+def _saved_rows(path: Path, settings: dict) -> dict[str, dict]:
+    """Rows already measured with these settings, by method (the last one wins)."""
+    rows = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("settings") == settings:
+                rows[row["method"]] = row
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default="dense,magnitude,wanda,sparsegpt,besa-row,besa-layer,besa-row-recon,besa-lwc")
@@ -53,6 +76,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--set", action="append", default=[], help="PruneConfig override")
+    p.add_argument("--rows", default=str(ROOT / "runs" / "bench-zeroshot.jsonl"),
+                   help="JSON lines of finished models (resume file)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -61,19 +86,31 @@ def main() -> int:
     print(f"# threads {args.threads}, load {os.getloadavg()[0]:.2f} at start; tasks {args.tasks}, "
           f"{'full splits' if not args.subset else f'seeded subsets of at most {args.subset} documents'}; "
           f"sparsity {args.sparsity}", flush=True)
+    rows_file = Path(args.rows)
+    rows_file.parent.mkdir(parents=True, exist_ok=True)
+    settings = _settings(args)
+    saved = _saved_rows(rows_file, settings)
     rows = []
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        if name in saved:
+            rows.append(saved[name])
+            print(f"# {name}: from {rows_file} (commit {saved[name].get('commit')}, {saved[name]['seconds']:.0f} s)",
+                  flush=True)
+            continue
         cmd = [sys.executable, __file__, "--one", name, "--tasks", args.tasks, "--subset", str(args.subset),
                "--sparsity", str(args.sparsity), "--batch-size", str(args.batch_size), "--threads",
                str(args.threads), "--data-dir", args.data_dir] + [a for s in args.set for a in ("--set", s)]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         rows.append(json.loads(next(line[4:] for line in out.splitlines() if line.startswith("ROW "))))
         r = rows[-1]
+        r.update(settings=settings, commit=_commit(), load_end=os.getloadavg()[0], threads=args.threads)
+        with rows_file.open("a") as f:
+            f.write(json.dumps(r) + "\n")
         tasks = " ".join(f"{t} {v['acc']:.3f}" for t, v in r["tasks"].items())
         print(f"# {name}: {r['seconds']:.0f} s ({tasks})", flush=True)
     tasks = list(rows[0]["tasks"])
-    print("\n| method | " + " | ".join(tasks) + " | mean acc | seconds |")
-    print("|---|" + "---|" * (len(tasks) + 2))
+    print("\n| method | " + " | ".join(tasks) + " | mean acc | seconds | load at end |")
+    print("|---|" + "---|" * (len(tasks) + 3))
     for r in rows:
         cells = []
         for t in tasks:
@@ -81,7 +118,7 @@ def main() -> int:
             norm = f", norm {v['acc_norm']:.3f}" if v.get("acc_norm") is not None else ""
             cells.append(f"{v['acc']:.3f} ± {v['acc_stderr']:.3f}{norm}")
         mean = sum(r["tasks"][t]["acc"] for t in tasks) / len(tasks)
-        print(f"| {r['method']} | " + " | ".join(cells) + f" | {mean:.4f} | {r['seconds']:.0f} |")
+        print(f"| {r['method']} | " + " | ".join(cells) + f" | {mean:.4f} | {r['seconds']:.0f} | {r['load_end']:.2f} |")
     print(f"\n# load {os.getloadavg()[0]:.2f} at end; n per task: "
           + ", ".join(f"{t} {rows[0]['tasks'][t]['n']}" for t in tasks))
     return 0
