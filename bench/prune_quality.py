@@ -67,6 +67,8 @@ SPECS = {
                        "besa_reconstruct": True, "besa_reconstruct_mode": "mask"},
     # Issue 17 D: BESA with no row past 90% (at 70% with the authors' grid some rows lose every weight)
     "besa-row-cap90": {"method": "besa", "besa_samples": 24, "besa_max_sparsity": 0.9},
+    "besa-row-recon-cap90": {"method": "besa", "besa_samples": 24, "besa_max_sparsity": 0.9,
+                             "besa_reconstruct": True, "besa_reconstruct_mode": "mask"},
     # Issue 17 D: OWL's per-block allocation (M = 5; lambda from --set owl_lambda=..., chosen with --tune)
     "owl-wanda": {"method": "wanda", "owl_m": 5.0},
     "owl-sparsegpt": {"method": "sparsegpt", "owl_m": 5.0},
