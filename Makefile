@@ -106,9 +106,11 @@ $(SCALESIM_VENV)/.installed:
 # CACTI 7 as the peer for SRAM energy and leakage (bench/validate_cacti.py); needs git and g++.
 CACTI_DIR := .cacti
 CACTI_COMMIT := 1ffd8df
+# CACTI_REPO may name a local mirror (make cacti CACTI_REPO=/path/to/cacti.git) where GitHub is unreachable.
+CACTI_REPO ?= https://github.com/HewlettPackard/cacti
 $(CACTI_DIR)/cacti:
 	rm -rf $(CACTI_DIR)
-	git clone -q https://github.com/HewlettPackard/cacti $(CACTI_DIR)
+	git clone -q $(CACTI_REPO) $(CACTI_DIR)
 	git -C $(CACTI_DIR) checkout -q $(CACTI_COMMIT)
 	$(MAKE) -C $(CACTI_DIR) -j2
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from besa_hw.pipeline import WorkloadSpec, build_ops, simulate
 from simulator import HardwareConfig
+from simulator.area import area
 from simulator.synthetic import AllocationProfile, load_profile
 from simulator.workload import OP_NAMES, read_manifest, run_ops
 
@@ -106,7 +107,8 @@ def compare(cands: Sequence[Candidate], hw: HardwareConfig, compute_only: bool =
         raise ValueError("compared runs need distinct names (use --names)")
     rows, layers_all = [], []
     for cand in cands:
-        row = {"run": cand.name, "method": cand.method, "ppl": cand.ppl, "dense_ppl": cand.dense_ppl}
+        row = {"run": cand.name, "method": cand.method, "ppl": cand.ppl, "dense_ppl": cand.dense_ppl,
+               "area_mm2": area(hw).total_mm2}
         for phase, spec in cand.specs.items():
             layers, summary = simulate(build_ops(spec), hw, compute_only, progress, desc=f"{cand.name} {phase}")
             layers.insert(0, "run", cand.name)
@@ -137,6 +139,8 @@ def _phase_metrics(phase: str, layers: pd.DataFrame, summary: pd.DataFrame) -> d
            f"latency_us_e2e_{phase}": float(layers.latency_us.sum()),
            f"tokens_per_s_e2e_{phase}": tokens / (layers.latency_us.sum() * 1e-6),
            f"load_imbalance_{phase}": float(np.average(layers.load_imbalance, weights=weights)),
-           f"energy_saving_e2e_{phase}": float(total.energy_saving)}
+           f"energy_saving_e2e_{phase}": float(total.energy_saving),
+           f"energy_per_token_uj_{phase}": float(total.energy_pj) / 1e6 / tokens,
+           f"power_mw_{phase}": float(total.energy_pj) * 1e-9 / (float(layers.latency_us.sum()) * 1e-6)}
     out.update({f"speedup_{phase}_{op}": float(rows.speedup[op]) for op in OP_NAMES if op in rows.index})
     return out

@@ -112,10 +112,15 @@ class HardwareConfig:
     dram_pj_per_byte: float = 160.0
     static_mw: float = 0.0
     sram_device: str = "itrs-lstp"  # Accelergy's CACTI default; itrs-lop / itrs-hp leak ~850x / ~19,000x more
+    # Area (simulator/area.py, 45 nm): the logic's cell area is multiplied by logic_area_factor for the
+    # wiring, clock tree and placement utilisation cell areas leave out (1.0: cell area only);
+    # area_mm2 > 0 replaces the model with a published chip area (a GPU's die).
+    logic_area_factor: float = 1.0
+    area_mm2: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("freq_mhz", "weight_sram_kib", "index_sram_kib", "act_sram_kib",
-                  "out_sram_kib", "dram_gbps", "sparse_cycles_per_nnz"):
+                  "out_sram_kib", "dram_gbps", "sparse_cycles_per_nnz", "logic_area_factor"):
             value = getattr(self, f)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"hardware: {f} must be a positive number, got {value!r}")
@@ -135,7 +140,7 @@ class HardwareConfig:
                 halves = " (half of it per buffer with double_buffer)" if kind in ("weight", "index") else ""
                 raise ValueError(f"hardware: {kind}_sram_kib = {getattr(self, f'{kind}_sram_kib')!r} is smaller "
                                  f"than one byte{halves}")
-        for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte", "static_mw", "op_overhead_us"):
+        for f in ("mac_pj", "sram_pj_per_byte", "dram_pj_per_byte", "static_mw", "op_overhead_us", "area_mm2"):
             value = getattr(self, f)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"hardware: {f} must be a finite number >= 0, got {value!r}")

@@ -9,9 +9,11 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from simulator.accelerator import Accelerator, SimResult
+from simulator.area import area
 from simulator.config import HardwareConfig
 from simulator.energy import EnergyBreakdown, op_energy
 from simulator.partition import MaskStats, mask_stats
+from simulator.sram_traffic import array_accesses
 from simulator.tiling import Plan, plan_op
 from simulator.vector import plan_vector
 from simulator.workload import LayerOp
@@ -49,6 +51,14 @@ class OpResult:
     dram_bytes: float
     dense_dram_bytes: float
     weight_dram_bytes: float  # of which weights, indices and quantization scales (decode: the stored size)
+    index_dram_bytes: float  # of which indices (the rest of the DRAM bytes: activations in, outputs out)
+    act_dram_bytes: float
+    out_dram_bytes: float
+    # what the engines read from each buffer and write to the output buffer (simulator/sram_traffic.py)
+    weight_sram_read_bytes: float
+    index_sram_read_bytes: float
+    act_sram_read_bytes: float
+    out_sram_write_bytes: float
     energy_pj: float  # the sum of the four parts below
     dense_energy_pj: float
     energy_mac_pj: float
@@ -69,9 +79,13 @@ LAYER_COLUMNS = [f.name for f in dataclasses.fields(OpResult)]
 class Simulator:
     """Simulates `LayerOp`s; dense baselines are cached per (shape, tokens)."""
 
-    def __init__(self, hw: HardwareConfig, compute_only: bool = False, max_steps: int = 256) -> None:
+    def __init__(self, hw: HardwareConfig, compute_only: bool = False, max_steps: int = 256,
+                 fast: bool = False) -> None:
+        """``fast``: each op's pipeline as a recurrence instead of a SimPy run, with the same cycles
+        (``Accelerator.pipeline_result``; SimPy still runs the rare op whose order hangs on a tie)."""
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
+        self.fast = fast
         self.hw = hw
         self.compute_only = compute_only
         self.max_steps = max_steps
@@ -85,7 +99,7 @@ class Simulator:
         if key not in self._dense:
             plan = plan_op(out_f, in_f, tokens, self.hw, in_f, None, self.max_steps, weight_bits=weight_bits,
                            repeat=repeat, causal=causal, group_size=group_size)
-            self._dense[key] = (plan, self.accelerator.run(plan))
+            self._dense[key] = (plan, self.accelerator.run(plan, self.fast))
         return self._dense[key]
 
     def baseline(self, op: LayerOp) -> tuple[Plan, SimResult]:
@@ -99,7 +113,7 @@ class Simulator:
         if key not in self._dense:
             bits = self.hw.weight_bits if op.kind == "embedding" else op.weight_bits
             plan = plan_vector(elements, op.ops_per_element, op.inputs, self.hw, bits, self.max_steps)
-            self._dense[key] = (plan, self.accelerator.run(plan))
+            self._dense[key] = (plan, self.accelerator.run(plan, self.fast))
         return self._dense[key]
 
     def stats(self, op: LayerOp) -> MaskStats | None:
@@ -129,7 +143,7 @@ class Simulator:
             plan, res, nnz = dense_plan, dense_res, op.weights
         else:
             plan = self.sparse_plan(stats, op.tokens, op.nm, op.weight_bits, op.group_size)
-            res, nnz = self.accelerator.run(plan), stats.nnz
+            res, nnz = self.accelerator.run(plan, self.fast), stats.nnz
             if res.total_cycles > dense_res.total_cycles and stats.in_features in stats.dense_cols:
                 # The split was picked on an estimate; the all-dense split (allowed here) is the
                 # dense baseline itself, already simulated: never lose to it.
@@ -175,7 +189,10 @@ class Simulator:
             stall_cycles=res.stall_cycles, utilization=plan.macs / (hw.num_pes * total),
             load_imbalance=plan.sparse_total / balanced if balanced > 0 else 1.0,
             dram_bytes=plan.dram_bytes, dense_dram_bytes=dplan.dram_bytes,
-            weight_dram_bytes=plan.weight_bytes + plan.index_bytes,
+            weight_dram_bytes=plan.weight_bytes + plan.index_bytes, index_dram_bytes=plan.index_bytes,
+            act_dram_bytes=plan.act_bytes, out_dram_bytes=plan.out_bytes,
+            **array_accesses(hw, plan, tokens=op.tokens, out_features=op.out_features, in_features=op.in_features,
+                             repeat=op.repeat, causal=op.causal, matmul=op.is_matmul, inputs=op.inputs),
             energy_pj=energy.total_pj, dense_energy_pj=dense_energy.total_pj, energy_mac_pj=energy.mac_pj,
             energy_sram_pj=energy.sram_pj, energy_dram_pj=energy.dram_pj, energy_static_pj=energy.static_pj,
             bound="memory" if res.memory_cycles > res.compute_cycles else "compute",
@@ -235,15 +252,25 @@ def summarize(layers: pd.DataFrame, by: str = "op") -> pd.DataFrame:
 def traffic(layers: pd.DataFrame, hw: HardwareConfig) -> dict[str, float]:
     """The step's DRAM traffic in MB split into weights (Linears and the head: values, indices, scales),
     KV cache (the weight-side operand of attention) and activations (everything else: inputs and
-    outputs), and the achieved DRAM bandwidth in GB/s against the peak."""
+    outputs), and the achieved DRAM bandwidth in GB/s against the peak; with the array-side SRAM
+    columns (simulator/sram_traffic.py), the MB the engines read from each buffer and write to the
+    output buffer (``sram_*_mb``)."""
     kind = layers["kind"] if "kind" in layers else pd.Series("linear", index=layers.index)
     weights = float(layers.weight_dram_bytes.where(kind.isin(WEIGHT_KINDS), 0).sum())
     kv = float(layers.weight_dram_bytes.where(kind.eq("attention"), 0).sum())
     total = float(layers.dram_bytes.sum())
     seconds = hw.cycles_to_us(float(layers.sparse_cycles.sum())) * 1e-6
-    return {"weights_mb": weights / 1e6, "kv_cache_mb": kv / 1e6, "activations_mb": (total - weights - kv) / 1e6,
-            "dram_mb": total / 1e6, "achieved_gbps": total / seconds / 1e9 if seconds > 0 else 0.0,
-            "peak_gbps": hw.dram_gbps}
+    out = {"weights_mb": weights / 1e6, "kv_cache_mb": kv / 1e6, "activations_mb": (total - weights - kv) / 1e6,
+           "dram_mb": total / 1e6, "achieved_gbps": total / seconds / 1e9 if seconds > 0 else 0.0,
+           "peak_gbps": hw.dram_gbps}
+    if "weight_sram_read_bytes" in layers:
+        w = layers.weight_sram_read_bytes
+        out |= {"sram_weights_mb": float(w.where(kind.isin(WEIGHT_KINDS), 0).sum()) / 1e6,
+                "sram_kv_cache_mb": float(w.where(kind.eq("attention"), 0).sum()) / 1e6,
+                "sram_index_mb": float(layers.index_sram_read_bytes.sum()) / 1e6,
+                "sram_activations_mb": float(layers.act_sram_read_bytes.sum()) / 1e6,
+                "sram_outputs_mb": float(layers.out_sram_write_bytes.sum()) / 1e6}
+    return out
 
 
 def saving_words(ratio: float) -> str:
@@ -251,12 +278,28 @@ def saving_words(ratio: float) -> str:
     return f"{ratio:.3f}x less" if ratio >= 1 else f"{1 / ratio:.3f}x more"
 
 
+def area_power_words(m: dict[str, float]) -> str:
+    """The area and average-power line of `simulate` and `run` from ``step_metrics``."""
+    if m["area_pe_mm2"] + m["area_weight_sram_mm2"] > 0:
+        sram = sum(m[f"area_{kind}_sram_mm2"] for kind in ("weight", "index", "act", "out"))
+        where = (f"45 nm: PEs {m['area_pe_mm2']:.3g}, vector {m['area_vector_mm2']:.3g}, sparse extras "
+                 f"{m['area_sparse_extra_mm2']:.3g}, SRAM {sram:.3g}")
+    else:
+        where = "the preset's published chip area"
+    def mw(v: float) -> str:
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+    parts = ", ".join(f"{name} {mw(m[f'power_{name.lower()}_mw'])}" for name in ("MAC", "SRAM", "DRAM", "static"))
+    return f"area {m['area_mm2']:.4g} mm2 ({where}); average power {mw(m['power_mw'])} mW ({parts})"
+
+
 def step_metrics(summary: pd.DataFrame, hw: HardwareConfig, tokens: int) -> dict[str, float]:
     """Headline numbers of one simulated step (a `summarize` table): Linear-only and end-to-end
     speedup, latency in ms at the preset clock and tokens/s (``tokens`` produced or consumed by
     the step: the batch in decode, the prompt in prefill), sparse and dense; the step's energy in
-    mJ, sparse and dense, and each part's share of it; with the ``speedup_vs_fp16`` column, the
-    end-to-end speedup against a dense fp16 model too."""
+    mJ, sparse and dense, and each part's share of it; the average power in mW (energy / time) and
+    each part's; the chip's area in mm2 and its breakdown (simulator/area.py); with the
+    ``speedup_vs_fp16`` column, the end-to-end speedup against a dense fp16 model too."""
     rows = summary.set_index(summary.columns[0])
     total = rows.loc["total"]
     linear = rows.loc["linear"] if "linear" in rows.index else total
@@ -268,6 +311,10 @@ def step_metrics(summary: pd.DataFrame, hw: HardwareConfig, tokens: int) -> dict
               "energy_saving": float(total.energy_saving),
               "energy_per_token_mj": float(total.energy_pj) / 1e9 / tokens,
               "tokens_per_joule": tokens / (float(total.energy_pj) * 1e-12) if total.energy_pj > 0 else float("inf")}
+    power = float(total.energy_pj) / 1e9 / ms * 1e3 if ms > 0 else 0.0  # mJ / ms = W
+    extra |= {"power_mw": power} | {f"power_{part}_mw": power * extra[f"energy_{part}_share"]
+                                    for part in ("mac", "sram", "dram", "static")}
+    extra |= area(hw).as_dict()
     return extra | {"speedup_linear": float(linear.speedup), "speedup_e2e": float(total.speedup),
             "latency_ms": ms, "dense_latency_ms": dense_ms,
             "tokens_per_s": tokens / (ms / 1e3) if ms > 0 else float("inf"),

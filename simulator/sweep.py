@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from simulator.area import area
 from simulator.config import HardwareConfig, apply_overrides, parse_value, read_document
 from simulator.partition import MaskStats
 from simulator.simulate import LAYER_COLUMNS, Simulator
@@ -84,9 +85,10 @@ def _stats_task(args: tuple[int, HardwareConfig]) -> MaskStats | None:
 
 
 def point_rows(ops: Sequence[LayerOp], stats: Sequence[MaskStats | None], point: int, params: dict,
-               hw: HardwareConfig, compute_only: bool) -> list[dict]:
-    """One grid point: every op simulated with its precomputed mask statistics."""
-    sim = Simulator(hw, compute_only=compute_only)
+               hw: HardwareConfig, compute_only: bool, fast: bool = True) -> list[dict]:
+    """One grid point: every op simulated with its precomputed mask statistics (``fast``: the pipeline
+    recurrence, the SimPy model's cycles without SimPy; see Accelerator.pipeline_result)."""
+    sim = Simulator(hw, compute_only=compute_only, fast=fast)
     return [{"point": point, **params, **dataclasses.asdict(sim.run_op(op, st))} for op, st in zip(ops, stats)]
 
 
@@ -96,7 +98,8 @@ def _stats_key(hw: HardwareConfig) -> tuple:
 
 def _point_task(args: tuple[int, dict, HardwareConfig, bool]) -> list[dict]:
     point, params, hw, compute_only = args
-    return point_rows(_SHARED["ops"], _SHARED["stats"][_stats_key(hw)], point, params, hw, compute_only)
+    return point_rows(_SHARED["ops"], _SHARED["stats"][_stats_key(hw)], point, params, hw, compute_only,
+                      _SHARED.get("fast", True))
 
 
 def _pool_map(fn: Callable, tasks: list, workers: int, tick: Callable[[], None]) -> list:
@@ -125,8 +128,8 @@ def _worker_signals() -> None:
 
 def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]], compute_only: bool = False,
               workers: int | None = None, tick: Callable[[], None] = lambda: None,
-              scheduler: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Simulate `ops` at every point: (tidy per point x op table, per-point totals).
+              scheduler: str | None = None, fast: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate `ops` at every point: (tidy per point x op table, per-point totals with each point's area).
 
     Mask statistics are computed here (a local process pool); the points run in the same pool,
     or on a Dask cluster when ``scheduler`` is its address ("local": a LocalCluster of
@@ -134,7 +137,7 @@ def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]],
     """
     workers = workers or os.cpu_count() or 1
     _SHARED.clear()
-    _SHARED.update(ops=list(ops), stats={})
+    _SHARED.update(ops=list(ops), stats={}, fast=fast)
     try:
         for _, hw in points:
             if _stats_key(hw) not in _SHARED["stats"]:
@@ -151,7 +154,9 @@ def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]],
     del stats
     params = list(points[0][0])
     tidy = pd.DataFrame(rows, columns=["point", *params, *LAYER_COLUMNS])
-    return tidy, point_totals(tidy, params)
+    totals = point_totals(tidy, params)
+    areas = pd.DataFrame([area(hw).as_dict() for _, hw in points]).rename_axis("point").reset_index()
+    return tidy, totals.merge(areas, on="point", how="left")
 
 
 def _dask_rows(points: list[tuple[dict, HardwareConfig]], compute_only: bool, workers: int,
@@ -168,7 +173,8 @@ def _dask_rows(points: list[tuple[dict, HardwareConfig]], compute_only: bool, wo
         with Client(cluster if cluster is not None else scheduler, timeout="10s") as client:
             ops = client.scatter(_SHARED["ops"], broadcast=True)
             stats = {key: client.scatter(val, broadcast=True) for key, val in _SHARED["stats"].items()}
-            futures = [client.submit(point_rows, ops, stats[_stats_key(hw)], i, params, hw, compute_only, pure=False)
+            futures = [client.submit(point_rows, ops, stats[_stats_key(hw)], i, params, hw, compute_only,
+                                     _SHARED.get("fast", True), pure=False)
                        for i, (params, hw) in enumerate(points)]
             for _ in as_completed(futures):
                 tick()

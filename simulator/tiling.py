@@ -57,6 +57,10 @@ class Plan:
     index_bytes: float = 0.0
     act_bytes: float = 0.0
     out_bytes: float = 0.0
+    # The op's weights as stored (values with their scales, and indices), once: what the engines read
+    # from the weight and index buffers per pass (simulator/sram_traffic.py).
+    stored_weight_bytes: float = 0.0
+    stored_index_bytes: float = 0.0
 
     @property
     def dram_bytes(self) -> float:
@@ -173,7 +177,8 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
         d_total = frac * dense_cycles(tokens, out_f, dense_cols, p_dense)
     s_total = frac * sparse_cycles(tokens, nnz_s, p_sparse, hw.lanes, hw.row_schedule, hw.sparse_cycles_per_nnz)
     ab, ob = hw.act_bits / 8, hw.act_bits / 8
-    total_bytes = float(values.sum() + index.sum()) * (out_f if values.size == 1 else 1)
+    rows = out_f if values.size == 1 else 1  # a (1,) row_bytes stands for every row
+    total_bytes = float(values.sum() + index.sum()) * rows
     mp = best_mapping(tokens, out_f, in_f, hw, float(values.max()), float(index.max()), total_bytes, ab, ob)
     if mp.tiles * repeat > MAX_TILE_STEPS:
         raise ValueError(
@@ -199,4 +204,5 @@ def plan_op(out_f: int, in_f: int, tokens: int, hw: HardwareConfig, dense_cols: 
     return Plan(arrays["load"], arrays["write"], arrays["dense"], arrays["sparse"], arrays["step"],
                 p_dense, p_sparse, dense_cols, macs, repeat * round(frac * tokens * sparse_nnz),
                 repeat * s_total, mp.label, mp.order, w_read * (1 - idx_share), w_read * idx_share,
-                repeat * float(steps["a"].sum()), repeat * float(steps["write"].sum()))
+                repeat * float(steps["a"].sum()), repeat * float(steps["write"].sum()),
+                repeat * float(values.sum()) * rows, repeat * float(index.sum()) * rows)

@@ -8,7 +8,8 @@ from pathlib import Path
 from besa_hw.options import add_hardware_args, add_phase_args, hardware, phase_tokens
 
 SHOWN = ["run", "method", "ppl", "achieved_sparsity", "speedup_linear_decode", "speedup_e2e_decode",
-         "speedup_linear_prefill", "speedup_e2e_prefill", "tokens_per_s_e2e_decode", "load_imbalance_decode"]
+         "speedup_linear_prefill", "speedup_e2e_prefill", "tokens_per_s_e2e_decode", "power_mw_decode",
+         "load_imbalance_decode"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
 def print_summary(out: Path, manifest: dict, ppl: dict, totals: dict, report, timings, seconds: float, *,
                   hw, phases: dict[str, int], linear_only: bool = False) -> None:
     from simulator import step_metrics
-    from simulator.simulate import saving_words
+    from simulator.simulate import area_power_words, saving_words
 
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in timings.steps.items())
     print(f"\nrun {out}: {manifest['method']} at {manifest['achieved_sparsity']:.4f} achieved sparsity")
@@ -172,7 +172,9 @@ def print_summary(out: Path, manifest: dict, ppl: dict, totals: dict, report, ti
               f"{m['speedup_linear']:.3f}x, end-to-end {m['speedup_e2e']:.3f}x; {m['latency_ms']:.3f} ms, "
               f"{m['tokens_per_s']:.1f} tokens/s (dense {m['dense_tokens_per_s']:.1f}); "
               f"energy {saving_words(m['energy_saving'])}, {m['energy_per_token_mj']:.4f} mJ per token, "
-              f"{m['tokens_per_joule']:.1f} tokens/J")
+              f"{m['tokens_per_joule']:.1f} tokens/J, {m['power_mw']:.4g} mW")
+    if totals:
+        print(area_power_words(m).split(";")[0])
     if report is not None:
         print(f"report: {report}")
     print(f"total {seconds:.0f} s ({steps})")

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from besa_hw.outdir import check_out_dir, staged_dir
     from besa_hw.pipeline import build_ops, simulate, write_json, write_table
     from simulator import step_metrics, summarize
-    from simulator.simulate import saving_words, traffic
+    from simulator.simulate import area_power_words, saving_words, traffic
 
     if args.out:
         check_out_dir(args.out, args.overwrite)
@@ -63,10 +63,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"energy: {m['energy_mj']:.3f} mJ per step (dense {m['dense_energy_mj']:.3f} mJ, "
           f"{saving_words(m['energy_saving'])}), {m['energy_per_token_mj']:.4f} mJ per token, "
           f"{m['tokens_per_joule']:.1f} tokens/J; {shares}")
+    print(area_power_words(m))
     t = traffic(layers, hw)
     print(f"DRAM traffic: {t['dram_mb']:.2f} MB per step (weights {t['weights_mb']:.2f}, "
           f"KV cache {t['kv_cache_mb']:.2f}, activations {t['activations_mb']:.2f}); "
           f"achieved {t['achieved_gbps']:.1f} GB/s of {t['peak_gbps']:g} peak")
+    print(f"SRAM accesses by the engines per step: read {t['sram_weights_mb']:.2f} MB of weights, "
+          f"{t['sram_kv_cache_mb']:.2f} of KV cache, {t['sram_index_mb']:.2f} of indices, "
+          f"{t['sram_activations_mb']:.2f} of activations; wrote {t['sram_outputs_mb']:.2f} MB of outputs "
+          "(buffer fills = the DRAM traffic above)")
     if args.out:
         with staged_dir(args.out, "simulate", overwrite=args.overwrite) as out:
             write_table(layers, out / "layers.csv")

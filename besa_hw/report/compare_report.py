@@ -14,7 +14,8 @@ from besa_hw.report.render import kv_table, to_html, to_markdown
 __all__ = ["write_compare_report"]
 
 SHOWN = ["run", "method", "ppl", "achieved_sparsity", "speedup_linear_decode", "speedup_e2e_decode",
-         "tokens_per_s_e2e_decode", "speedup_linear_prefill", "speedup_e2e_prefill", "tokens_per_s_e2e_prefill"]
+         "tokens_per_s_e2e_decode", "energy_per_token_uj_decode", "power_mw_decode", "speedup_linear_prefill",
+         "speedup_e2e_prefill", "tokens_per_s_e2e_prefill"]
 CAPTIONS = {"pareto.png": "Perplexity against simulated end-to-end tokens/s, a curve per method, the dense model a "
                           "star and the Pareto front dashed.",
             "tradeoff.png": "Perplexity against simulated speedup, Linear-only and end-to-end, per phase.",
@@ -23,9 +24,12 @@ CAPTIONS = {"pareto.png": "Perplexity against simulated end-to-end tokens/s, a c
 
 def write_compare_report(out: Path, table: pd.DataFrame, hw, phases: dict[str, int], figures: list[Path]) -> Path:
     """Write ``out``/report.md and report.html; returns the HTML path."""
+    from simulator.area import area
+
     env = environment()
     facts = {"hardware": f"{hw.name}: {hw.pe_rows}x{hw.pe_cols} PEs at {hw.freq_mhz:g} MHz, DRAM {hw.dram_gbps:g} "
-                         f"GB/s, {hw.weight_bits}-bit weights, {hw.sparse_format} format, {hw.row_schedule} rows",
+                         f"GB/s, {hw.weight_bits}-bit weights, {hw.sparse_format} format, {hw.row_schedule} rows, "
+                         f"area {area(hw).total_mm2:.4g} mm2",
              "phases": ", ".join(f"{ph} ({n} tokens)" for ph, n in phases.items()),
              "command": f"`{env['command']}`", "commit": env["git_commit"],
              "versions": ", ".join(f"{k} {v}" for k, v in env["versions"].items())}

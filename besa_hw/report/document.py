@@ -171,6 +171,9 @@ def speed_table(run: RunData) -> pd.DataFrame:
                         if "dense_fp16_cycles" in layers else {}),
                      "dense latency (ms)": dense / freq_hz * 1e3, "sparse latency (ms)": sparse / freq_hz * 1e3,
                      "dense tokens/s": tokens * freq_hz / dense, "sparse tokens/s": tokens * freq_hz / sparse,
+                     **({"energy per token (uJ)": layers.energy_pj.sum() / 1e6 / tokens,
+                         "average power (mW)": layers.energy_pj.sum() * 1e-9 / (sparse / freq_hz)}
+                        if "energy_pj" in layers and sparse > 0 else {}),
                      "memory-bound ops": f"{int(layers.bound.eq('memory').sum())} of {len(layers)}"})
     return pd.DataFrame(rows)
 
@@ -187,6 +190,25 @@ def _datapath(m: dict, hw: dict) -> str | None:
     return text
 
 
+def _area_line(hw: dict) -> str | None:
+    """The simulated chip's area and its breakdown (simulator/area.py), or None for a hardware record this
+    version cannot read."""
+    import dataclasses
+
+    from simulator import HardwareConfig
+    from simulator.area import area
+
+    names = {f.name for f in dataclasses.fields(HardwareConfig)}
+    try:
+        a = area(HardwareConfig(**{k: v for k, v in hw.items() if k in names}))
+    except (TypeError, ValueError):
+        return None
+    if a.given_mm2:
+        return f"{a.total_mm2:.4g} mm2 (the preset's published chip area)"
+    return (f"{a.total_mm2:.4g} mm2 at 45 nm: PEs {a.pe_mm2:.3g}, vector unit {a.vector_mm2:.3g}, sparse-engine "
+            f"extras {a.sparse_extra_mm2:.3g}, SRAM {a.sram_mm2:.3g} (cell areas; see docs/exploration.md)")
+
+
 def headline_block(speed: pd.DataFrame) -> pd.DataFrame:
     """The speed table turned on its side (one column per phase) so that it fits a 1366 px window."""
     def cell(name: str, value) -> str:
@@ -194,7 +216,7 @@ def headline_block(speed: pd.DataFrame) -> pd.DataFrame:
             return str(value)
         if "speedup" in name or "vs dense" in name:
             return f"{value:.3f}x"
-        if "latency" in name:
+        if "latency" in name or "(uJ)" in name or "(mW)" in name:
             return f"{value:.4g}"
         return f"{value:,.1f}" if "tokens/s" in name else f"{value:,}"
 
@@ -225,8 +247,9 @@ def _headline(run: RunData, compare: pd.DataFrame | None) -> list[tuple]:
              "hardware": f"{hw.get('name', '?')}: {hw.get('pe_rows')}x{hw.get('pe_cols')} PEs at "
                          f"{hw.get('freq_mhz')} MHz, DRAM {hw.get('dram_gbps')} GB/s"}
     facts["datapath"] = _datapath(m, hw)
+    facts["area"] = _area_line(hw)
     facts["weights"] = _footprint(run)
-    for key in ("bits", "weights", "datapath"):
+    for key in ("bits", "weights", "datapath", "area"):
         if facts[key] is None:
             del facts[key]
     doc: list[tuple] = [("h", 2, "Summary"), ("table", kv_table(facts, "run")),

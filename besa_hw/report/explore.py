@@ -370,12 +370,13 @@ def knee(x: np.ndarray, y: np.ndarray) -> int:
 
 
 def sweep_pareto(totals: pd.DataFrame, path: str | Path, hardware: str = "the swept hardware") -> Path:
-    """Tokens/s against energy per token and against average power: the Pareto front of the points within
-    budget drawn and its knee marked; dominated and over-budget points faded."""
+    """Tokens/s against area (where the points have one), energy per token and average power: the Pareto
+    front of the points within budget drawn and its knee marked; dominated and over-budget points faded."""
     ok = totals.within_budget if "within_budget" in totals else pd.Series(True, index=totals.index)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
-    for ax, cost, label in ((axes[0], "energy_per_token_uj", "energy per token (uJ)"),
-                            (axes[1], "power_mw", "average power (mW)")):
+    costs = [("area_mm2", "area (mm2, 45 nm)")] if "area_mm2" in totals else []
+    costs += [("energy_per_token_uj", "energy per token (uJ)"), ("power_mw", "average power (mW)")]
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.5 * len(costs), 4.5), constrained_layout=True)
+    for ax, (cost, label) in zip(axes, costs):
         inside = totals[ok].reset_index(drop=True)
         ax.scatter(totals[~ok][cost], totals[~ok].tokens_per_s, s=14, color="0.75", marker="x", label="over budget")
         front = pareto_front(-inside[cost], -inside.tokens_per_s) if len(inside) else []
@@ -395,6 +396,7 @@ def sweep_pareto(totals: pd.DataFrame, path: str | Path, hardware: str = "the sw
         ax.set_ylabel("tokens/s (higher is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Sweep of {hardware}: throughput against energy and power ({int(ok.sum())} of {len(totals)} "
+    fig.suptitle(f"Sweep of {hardware}: throughput against {'area, ' if len(costs) == 3 else ''}energy and power "
+                 f"({int(ok.sum())} of {len(totals)} "
                  "points within budget)")
     return save(fig, path)

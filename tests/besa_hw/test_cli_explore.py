@@ -109,7 +109,14 @@ def test_sweep_budget_flags_points_and_draws_the_front(tmp_path, capsys):
     assert points.within_budget.any() and not points.within_budget.all()
     assert list(points.power_mw) == pytest.approx(list(points.energy_pj / points.latency_us / 1e3))
     assert (out / "sweep_pareto.png").stat().st_size > 10_000
-    for bad, needle in (("power<500", "expected COLUMN<=X"), ("area_mm2<=5", "not a points.csv column")):
+    # every point has its area; 8 PE rows make a smaller chip than 64, and an area budget follows it
+    assert (points.area_mm2 > 0).all()
+    small, big = points[points.pe_rows == 8].area_mm2.max(), points[points.pe_rows == 64].area_mm2.min()
+    assert small < big
+    assert main([*args, "--overwrite", "--budget", f"area_mm2<={(small + big) / 2}"]) == 0
+    points = pd.read_csv(out / "points.csv")
+    assert list(points.within_budget) == list(points.pe_rows == 8)
+    for bad, needle in (("power<500", "expected COLUMN<=X"), ("chip_cost<=5", "not a points.csv column")):
         assert main([*args, "--overwrite", "--budget", bad]) == 2
         assert needle in capsys.readouterr().err
 
