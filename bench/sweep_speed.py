@@ -1,50 +1,77 @@
-"""Sweep benchmark: a 100-point hardware grid over the whole decoder step of LLaMA-7B (decode, context 2048).
+"""Sweep benchmark: a hardware grid over the whole decoder step of LLaMA-7B with synthetic 50% masks,
+decode at context 2048 and a 2048-token prefill, timed with the pipeline recurrence (what `sweep` uses)
+and, as the floor in the same run, with a SimPy run per op (the reference model; ``--baseline N`` times it
+on the first N points only and scales per point). The two must give identical points.csv rows on the
+points both ran.
 
-Issue 4 target: minutes, not hours, on a 2-core machine.
+Issue 20 C target: 1,000 points, both phases, within 5 minutes on this 2-core machine.
 
-    python bench/sweep_speed.py [--workers 2] [--shape llama-7b] [--sweep-file configs/sweep/llama7b-100.toml]
+    python bench/sweep_speed.py --sweep-file configs/sweep/llama7b-1000.toml --baseline 20
+    python bench/sweep_speed.py --sweep-file configs/sweep/llama7b-100.toml --baseline 100
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def main() -> None:
+def timed(ops, points, workers: int, fast: bool):
+    from simulator.sweep import run_sweep
+
+    start = time.perf_counter()
+    _, totals = run_sweep(ops, points, workers=workers, fast=fast)
+    return time.perf_counter() - start, totals
+
+
+def main() -> int:
     from besa_hw.pipeline import WorkloadSpec, build_ops
     from simulator import load_hardware
-    from simulator.sweep import grid_points, load_sweep_file, run_sweep
+    from simulator.sweep import grid_points, load_sweep_file
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="llama-7b")
-    p.add_argument("--sweep-file", default=str(ROOT / "configs" / "sweep" / "llama7b-100.toml"))
+    p.add_argument("--sweep-file", default=str(ROOT / "configs" / "sweep" / "llama7b-1000.toml"))
     p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--phases", default="decode,prefill")
+    p.add_argument("--baseline", type=int, default=20, help="points timed with SimPy as the floor (0: none)")
     args = p.parse_args()
     _, grid = load_sweep_file(args.sweep_file)
     points = grid_points(load_hardware(), grid)
-    ops = build_ops(WorkloadSpec(shape=args.shape))
-    start = time.perf_counter()
-    tidy, totals = run_sweep(ops, points, workers=args.workers)
-    seconds = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"sweep benchmark: {args.shape}, decode (whole decoder step, context 2048), {len(points)} points x "
-          f"{len(ops)} ops, "
-          f"{args.workers} workers, load {os.getloadavg()[0]:.2f}")
-    print(f"{'points':>7}{'ops':>6}{'rows':>8}{'seconds':>9}{'s/point':>9}{'peak RSS MB (parent/worker)':>29}")
-    print(f"{len(points):>7}{len(ops):>6}{len(tidy):>8}{seconds:>9.1f}{seconds / len(points):>9.2f}"
-          f"{rss:>16.0f} / {child:.0f}")
-    for col, what in (("speedup_linear", "Linear-only"), ("speedup_e2e", "end-to-end")):
-        print(f"{what} speedup range over the grid: {totals[col].min():.3f}x .. {totals[col].max():.3f}x")
+    print(f"sweep benchmark: {args.shape}, whole decoder step, synthetic 50% masks, {len(points)} points "
+          f"({Path(args.sweep_file).name}), {args.workers} workers, load {os.getloadavg()[0]:.2f} at start\n")
+    print("| phase | points | path | seconds | s/point | per 1,000 points (s) | identical to SimPy |")
+    print("|---|---:|---|---:|---:|---:|---|")
+    total = {"recurrence": 0.0, "SimPy": 0.0}
+    for phase in args.phases.split(","):
+        spec = WorkloadSpec(shape=args.shape, phase=phase, tokens=2048 if phase == "prefill" else None,
+                            context=2048 if phase == "decode" else None)
+        ops = build_ops(spec)
+        seconds, totals = timed(ops, points, args.workers, fast=True)
+        total["recurrence"] += seconds / len(points) * 1000
+        same = "-"
+        if args.baseline:
+            some = points[:args.baseline]
+            base_s, base = timed(ops, some, args.workers, fast=False)
+            total["SimPy"] += base_s / len(some) * 1000
+            same = "yes" if totals.head(len(some)).equals(base) else "NO"
+            print(f"| {phase} | {len(some)} | SimPy | {base_s:.1f} | {base_s / len(some):.3f} | "
+                  f"{base_s / len(some) * 1000:.0f} | |")
+        print(f"| {phase} | {len(points)} | recurrence | {seconds:.1f} | {seconds / len(points):.3f} | "
+              f"{seconds / len(points) * 1000:.0f} | {same} |")
+    print(f"\n1,000 points, {' and '.join(args.phases.split(','))}: recurrence {total['recurrence'] / 60:.1f} min"
+          + (f", SimPy {total['SimPy'] / 60:.1f} min ({total['SimPy'] / total['recurrence']:.1f}x)"
+             if total["SimPy"] else "") + f"; load {os.getloadavg()[0]:.2f} at end")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

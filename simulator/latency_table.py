@@ -78,7 +78,7 @@ def _rows(sim: Simulator, spec: TableSpec, profile: AllocationProfile, fmt: str,
 def latency_table(spec: TableSpec, hw: HardwareConfig, compute_only: bool = False) -> pd.DataFrame:
     """The table (columns :data:`TABLE_COLUMNS`): each Linear op type per format and sparsity, and
     the constant ``other`` row (every non-Linear op of the step, all blocks)."""
-    sim = Simulator(hw, compute_only=compute_only)
+    sim = Simulator(hw, compute_only=compute_only, fast=True)
     rows = _rows(sim, spec, AllocationProfile(0.0), "dense", dense=True)
     for s in spec.grid:
         rows += _rows(sim, spec, AllocationProfile(s), "sparse")
