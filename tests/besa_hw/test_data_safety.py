@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,7 +213,15 @@ def test_sigterm_unwinds_like_ctrl_c(tmp_path):
     args = [sys.executable, "-m", "besa_hw.cli", "simulate", "--shape", "llama2-70b", "--phase", "prefill",
             "--exact-masks", "--quiet", "--overwrite", "--out", str(out)]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)  # imports done, simulating (materialising 70B masks takes minutes)
+    # imports done, simulating (materialising 70B masks takes minutes): wait for the child's CPU time, not the
+    # wall clock, so that a loaded machine does not send the signal before the handler is installed
+    ticks = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if (int(fields[11]) + int(fields[12])) / ticks >= 4.0:  # utime + stime
+            break
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "besa-hw simulate: interrupted"
