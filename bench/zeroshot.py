@@ -78,6 +78,8 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], help="PruneConfig override")
     p.add_argument("--rows", default=str(ROOT / "runs" / "bench-zeroshot.jsonl"),
                    help="JSON lines of finished models (resume file)")
+    p.add_argument("--saved-only", action="store_true",
+                   help="print the table of the rows already in --rows, running nothing")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -97,6 +99,9 @@ def main() -> int:
             print(f"# {name}: from {rows_file} (commit {saved[name].get('commit')}, {saved[name]['seconds']:.0f} s)",
                   flush=True)
             continue
+        if args.saved_only:
+            print(f"# {name}: not measured yet (no row with these settings in {rows_file})", flush=True)
+            continue
         cmd = [sys.executable, __file__, "--one", name, "--tasks", args.tasks, "--subset", str(args.subset),
                "--sparsity", str(args.sparsity), "--batch-size", str(args.batch_size), "--threads",
                str(args.threads), "--data-dir", args.data_dir] + [a for s in args.set for a in ("--set", s)]
@@ -108,9 +113,14 @@ def main() -> int:
             f.write(json.dumps(r) + "\n")
         tasks = " ".join(f"{t} {v['acc']:.3f}" for t, v in r["tasks"].items())
         print(f"# {name}: {r['seconds']:.0f} s ({tasks})", flush=True)
+    if not rows:
+        print("no rows")
+        return 1
     tasks = list(rows[0]["tasks"])
-    print("\n| method | " + " | ".join(tasks) + " | mean acc | seconds | load at end |")
-    print("|---|" + "---|" * (len(tasks) + 3))
+    print("\nacc ± stderr, acc_norm where the task has it; mean acc ± the stderr of the mean "
+          "(sqrt(sum stderr^2) / tasks); seconds: prune + evaluate, one process per model")
+    print("\n| method | " + " | ".join(tasks) + " | mean acc | seconds | load at end | commit |")
+    print("|---|" + "---|" * (len(tasks) + 4))
     for r in rows:
         cells = []
         for t in tasks:
@@ -118,7 +128,9 @@ def main() -> int:
             norm = f", norm {v['acc_norm']:.3f}" if v.get("acc_norm") is not None else ""
             cells.append(f"{v['acc']:.3f} ± {v['acc_stderr']:.3f}{norm}")
         mean = sum(r["tasks"][t]["acc"] for t in tasks) / len(tasks)
-        print(f"| {r['method']} | " + " | ".join(cells) + f" | {mean:.4f} | {r['seconds']:.0f} | {r['load_end']:.2f} |")
+        se = sum(r["tasks"][t]["acc_stderr"] ** 2 for t in tasks) ** 0.5 / len(tasks)
+        print(f"| {r['method']} | " + " | ".join(cells) + f" | {mean:.4f} ± {se:.4f} | {r['seconds']:.0f} | "
+              f"{r['load_end']:.2f} | {r.get('commit', '?')} |")
     print(f"\n# load {os.getloadavg()[0]:.2f} at end; n per task: "
           + ", ".join(f"{t} {rows[0]['tasks'][t]['n']}" for t in tasks))
     return 0
