@@ -37,11 +37,9 @@ class SimResult:
 
 
 def _engine_busy(step_cycles: np.ndarray) -> float:
-    """An engine's busy cycles summed step by step, as the SimPy model accounts them."""
-    busy = 0.0
-    for c in step_cycles:
-        busy += float(c)
-    return busy
+    """An engine's busy cycles summed step by step, as the SimPy model accounts them (a running sum, not
+    numpy's pairwise sum, so that the float result is the same)."""
+    return float(np.cumsum(step_cycles, dtype=np.float64)[-1]) if len(step_cycles) else 0.0
 
 
 def _whole(cycles: float) -> int:

@@ -32,6 +32,7 @@ Rules (45 nm, M. Horowitz, "Computing's energy problem", ISSCC 2014, unless set 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -105,13 +106,19 @@ def static_mw(hw: HardwareConfig) -> float:
     return logic + buffers
 
 
+@functools.lru_cache(maxsize=256)
+def _rates(hw: HardwareConfig) -> tuple[float, float, float, float, float, float]:
+    """Per-hardware constants of op_energy, computed once per configuration: pJ per MAC, pJ per byte of
+    the weight, index, activation and output buffers, and the static power in mW."""
+    return (mac_pj(hw), sram_pj_per_byte(hw, hw.weight_sram_kib), sram_pj_per_byte(hw, hw.index_sram_kib),
+            sram_pj_per_byte(hw, hw.act_sram_kib), sram_pj_per_byte(hw, hw.out_sram_kib), static_mw(hw))
+
+
 def op_energy(hw: HardwareConfig, macs: float, weight_bytes: float, index_bytes: float, act_bytes: float,
               out_bytes: float, cycles: float) -> EnergyBreakdown:
     """An op's energy from its MACs, the DRAM bytes through each buffer and its latency in cycles."""
-    sram = 2 * (weight_bytes * sram_pj_per_byte(hw, hw.weight_sram_kib)
-                + index_bytes * sram_pj_per_byte(hw, hw.index_sram_kib)
-                + act_bytes * sram_pj_per_byte(hw, hw.act_sram_kib)
-                + out_bytes * sram_pj_per_byte(hw, hw.out_sram_kib))
+    mac, w_pj, i_pj, a_pj, o_pj, static_power = _rates(hw)
+    sram = 2 * (weight_bytes * w_pj + index_bytes * i_pj + act_bytes * a_pj + out_bytes * o_pj)
     dram = (weight_bytes + index_bytes + act_bytes + out_bytes) * hw.dram_pj_per_byte
-    static = static_mw(hw) * cycles * 1e3 / hw.freq_mhz  # mW x us = nJ = 1e3 pJ
-    return EnergyBreakdown(macs * mac_pj(hw), sram, dram, static)
+    static = static_power * cycles * 1e3 / hw.freq_mhz  # mW x us = nJ = 1e3 pJ
+    return EnergyBreakdown(macs * mac, sram, dram, static)

@@ -89,7 +89,7 @@ def point_rows(ops: Sequence[LayerOp], stats: Sequence[MaskStats | None], point:
     """One grid point: every op simulated with its precomputed mask statistics (``fast``: the pipeline
     recurrence, the SimPy model's cycles without SimPy; see Accelerator.pipeline_result)."""
     sim = Simulator(hw, compute_only=compute_only, fast=fast)
-    return [{"point": point, **params, **dataclasses.asdict(sim.run_op(op, st))} for op, st in zip(ops, stats)]
+    return [{"point": point, **params, **vars(sim.run_op(op, st))} for op, st in zip(ops, stats)]
 
 
 def _stats_key(hw: HardwareConfig) -> tuple:
