@@ -76,7 +76,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--set", action="append", default=[], help="PruneConfig override")
-    p.add_argument("--rows", default=str(ROOT / "runs" / "bench-zeroshot.jsonl"),
+    p.add_argument("--rows", default=str(ROOT / "bench" / "zeroshot_rows.jsonl"),
                    help="JSON lines of finished models (resume file)")
     p.add_argument("--saved-only", action="store_true",
                    help="print the table of the rows already in --rows, running nothing")
