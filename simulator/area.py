@@ -35,7 +35,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from simulator.config import HardwareConfig
-from simulator.energy import _log_log
+from simulator.energy import _log_log, datapath
 
 __all__ = ["AreaBreakdown", "area", "pe_um2", "lane_um2", "port_bits", "sram_area_mm2",
            "SRAM_AREA_KIB", "SRAM_AREA_PORT_BITS", "SRAM_AREA_MM2"]
@@ -118,12 +118,10 @@ class AreaBreakdown:
 
 def _mult_add_um2(hw: HardwareConfig) -> tuple[float, float, int]:
     """(multiplier, accumulator adder, accumulator bits) of the datapath the operand widths pick."""
-    width = max(hw.weight_bits, hw.act_bits)
-    if width <= 8:
+    kind = datapath(hw)  # the same rule as the energy model's
+    if kind == "int":
         return INT8_MULT_UM2 * hw.weight_bits * hw.act_bits / 64, INT32_ADD_UM2, INT_ACC_BITS
-    if width <= 16:
-        return FP16_MULT_UM2, FP16_ADD_UM2, 16
-    return FP32_MULT_UM2, FP32_ADD_UM2, 32
+    return (FP16_MULT_UM2, FP16_ADD_UM2, 16) if kind == "fp16" else (FP32_MULT_UM2, FP32_ADD_UM2, 32)
 
 
 def pe_um2(hw: HardwareConfig) -> float:

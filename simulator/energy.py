@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from simulator.config import HardwareConfig
 
-__all__ = ["EnergyBreakdown", "mac_pj", "sram_pj_per_byte", "sram_leak_mw", "static_mw", "op_energy"]
+__all__ = ["EnergyBreakdown", "datapath", "mac_pj", "sram_pj_per_byte", "sram_leak_mw", "static_mw", "op_energy"]
 
 # (buffer size in KiB, pJ per 64-bit access): Horowitz, ISSCC 2014.
 _SRAM_POINTS = ((8.0, 10.0), (32.0, 20.0), (1024.0, 100.0))
@@ -65,14 +65,21 @@ class EnergyBreakdown:
         return self.mac_pj + self.sram_pj + self.dram_pj + self.static_pj
 
 
+def datapath(hw: HardwareConfig) -> str:
+    """The arithmetic the operand widths pick: "int" (at most 8 bits), "fp16" (at most 16) or "fp32"; the
+    wider of weight_bits and act_bits decides (weight-only quantized weights are dequantized)."""
+    width = max(hw.weight_bits, hw.act_bits)
+    return "int" if width <= 8 else "fp16" if width <= 16 else "fp32"
+
+
 def mac_pj(hw: HardwareConfig) -> float:
     """Energy of one multiply-accumulate (see the module rules)."""
     if hw.mac_pj > 0:
         return hw.mac_pj
-    width = max(hw.weight_bits, hw.act_bits)
-    if width <= 8:
+    kind = datapath(hw)
+    if kind == "int":
         return 0.2 * hw.weight_bits * hw.act_bits / 64 + 0.03
-    return 1.1 + 0.4 if width <= 16 else 3.7 + 0.9
+    return 1.1 + 0.4 if kind == "fp16" else 3.7 + 0.9
 
 
 def _log_log(points: tuple[tuple[float, float], ...], x: float) -> float:
