@@ -218,12 +218,16 @@ class AllocationLearner(nn.Module):
         return [self.keep_mask(la, c) for la, c in zip(self.layers, counts)]
 
     @torch.no_grad()
-    def final_counts(self, target: float) -> list[torch.Tensor]:
-        """Integer prune counts per row so the block prunes exactly round(target * params) weights."""
+    def final_counts(self, target: float, only: list[int] | None = None) -> list[torch.Tensor]:
+        """Integer prune counts per row so the block prunes exactly round(target * params) weights
+        (``only``: of those Linears, by index; the others get zero counts)."""
+        chosen = [self.layers[i] for i in (range(len(self.layers)) if only is None else only)]
+        if not chosen:
+            return [torch.zeros(la.weight.shape[0], dtype=torch.long, device=la.weight.device) for la in self.layers]
         cols = torch.cat([torch.full((la.weight.shape[0],), la.weight.shape[1], device=la.weight.device)
-                          for la in self.layers]).double()
-        cont = torch.cat([self.row_sparsity(la) for la in self.layers]).double() * cols
-        need = int(round(target * self.total))
+                          for la in chosen]).double()
+        cont = torch.cat([self.row_sparsity(la) for la in chosen]).double() * cols
+        need = int(round(target * sum(la.weight.numel() for la in chosen)))
         most = torch.floor(cols * self.max_sparsity)  # no row past the largest candidate
         if need > most.sum():
             raise ValueError(f"target sparsity {target:g} exceeds the largest candidate sparsity {self.max_sparsity:g}")
@@ -238,7 +242,9 @@ class AllocationLearner(nn.Module):
             base[torch.topk(frac, rem).indices] += 1
         elif rem < 0:
             base[torch.topk(frac.masked_fill(base <= 0, 2.0), -rem, largest=False).indices] -= 1
-        return list(torch.split(base.long(), [la.weight.shape[0] for la in self.layers]))
+        parts = dict(zip(map(id, chosen), torch.split(base.long(), [la.weight.shape[0] for la in chosen])))
+        return [parts.get(id(la), torch.zeros(la.weight.shape[0], dtype=torch.long, device=la.weight.device))
+                for la in self.layers]
 
 
 def channel_normalised_mse(pred: torch.Tensor, target: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
@@ -269,6 +275,8 @@ def _optimizers(learner: nn.Module, optimizer: str, lr: float, d_coef: float, ca
     clip = getattr(learner, "clip", None)
     if clip is not None:
         opts.append(torch.optim.AdamW(list(clip.parameters()), lr=clip_lr, weight_decay=0.0))
+    if hasattr(learner, "gate_optimizer"):  # a hardware target's format gates (pruning.hw_target.FormatGates)
+        opts.append(learner.gate_optimizer())
     return opts
 
 

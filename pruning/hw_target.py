@@ -21,6 +21,19 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
   achieved sparsity, fits the budget (bisection).
 - Format: each op runs in its cheapest format at its achieved sparsity: ``dense`` (stored dense,
   zeros computed) or ``sparse`` (the preset's path); the run records it per layer.
+- 2:4, where the preset gains from it (a systolic array with an N:M path, CSR at 50%): each such
+  Linear also has a learned gate q = sigmoid(a) choosing between BESA's unstructured mask and a 2:4
+  mask of the same importance scores (:class:`FormatGates`). The forward pass uses the hard choice
+  ``q > 0.5`` with a straight-through gradient (the weight is ``W_u + g (W_24 - W_u)``), and the
+  relaxed cost is ``(1 - q) * envelope(s) + q * cycles(2:4)``, so the gate is pulled by the cycles it
+  saves and pushed back by the reconstruction error it adds. Rounding tries 2:4 on the k Linears
+  with the largest q (k = 0, 1, ... until the 2:4 Linears alone meet the budget; that last set drops
+  the members it can do without, smallest q first), the rest unstructured as above, and keeps the
+  option with the least block reconstruction error on ``search_samples`` calibration segments (the
+  training loss without its penalty).
+- Budget carried over: a block that lands under (over) its budget passes the difference to the next
+  (``latency_slack``), so the whole model lands on the target within about one Linear's saving
+  rather than one per block.
 """
 
 from __future__ import annotations
@@ -31,8 +44,9 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
+from torch import nn
 
-__all__ = ["LatencyModel", "hull"]
+__all__ = ["FormatGates", "LatencyModel", "MaxNormSGD", "hull", "latency_penalty", "round_to_budget"]
 
 
 def hull(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
@@ -149,15 +163,195 @@ class LatencyModel:
         dev = sparsity.device
         return _interp_torch(xs.to(dev), ys.to(dev), sparsity.double())
 
-    def uniform_sparsity(self, ops: list[str]) -> float:
-        """The uniform sparsity whose relaxed block cost meets the budget (where the learning starts)."""
+    def gains_nm(self, op: str) -> bool:
+        """Whether a 2:4 mask runs ``op`` faster than dense on this preset."""
+        return self.nm.get(op, math.inf) < self.dense[op]
+
+    def _envelope_nm(self, op: str, s: float) -> float:
+        """The convex envelope of every option of ``op``: unstructured on the grid and 2:4 at 0.5."""
+        pts = sorted([(x, min(self.dense[op], c)) for x, c in zip(self.grid, self.sparse[op])]
+                     + ([(0.5, self.nm[op])] if self.gains_nm(op) else []))
+        return _interp(*hull([p[0] for p in pts], [p[1] for p in pts]), s)
+
+    def uniform_sparsity(self, ops: list[str], budget: float | None = None) -> float:
+        """Where BESA's unstructured allocation starts: the uniform sparsity s whose relaxed block cost,
+        every option of every op relaxed together (2:4 included), meets the budget; 0 when the
+        unstructured path itself gains nothing at s (CSR at low sparsity, a systolic array): the 2:4
+        gates then carry the saving, and the reconstruction does not start from a mask that buys nothing."""
+        budget = self.block_budget if budget is None else budget
         lo, hi = 0.0, self.grid[-1]
         for _ in range(40):
             mid = (lo + hi) / 2
-            cost = sum(float(self.relaxed(op, torch.tensor(mid))) for op in ops)
-            lo, hi = (mid, hi) if cost > self.block_budget else (lo, mid)
+            lo, hi = (mid, hi) if sum(self._envelope_nm(op, mid) for op in ops) > budget else (lo, mid)
+        if any(self.gains_nm(op) for op in ops) and sum(self.best(op, hi)[1] for op in ops) >= sum(
+                self.dense[op] for op in ops):
+            return 0.0
         return hi
 
     def summary(self) -> dict:
         return {"hardware": self.hardware, "phase": self.phase, "target_speedup": self.target_speedup,
                 "block_budget_cycles": round(self.block_budget, 1), "dense_cycles": round(self.dense_total, 1)}
+
+
+def _op_of(param_name: str) -> str:
+    return param_name.split(".")[-2]  # "self_attn.q_proj.weight" -> "q_proj"
+
+
+class MaxNormSGD(torch.optim.Optimizer):
+    """Gradient descent whose step is scaled so that the largest move is ``lr``.
+
+    For the format gates: their order is what rounding uses, and Adam's per-parameter normalisation
+    would move every gate whose gradient keeps its sign by about ``lr`` a step, tying them. Here the
+    relative sizes of the gradients survive. ``lr`` 0.25 with BESA's 24 steps a block lets a gate
+    cross the whole range (logit 0 to 6, q 0.5 to 0.998) within one epoch; it was set so, not tuned.
+    """
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and (top := p.grad.abs().max()) > 0:
+                    p.sub_(group["lr"] * p.grad / top)
+
+
+class FormatGates(nn.Module):
+    """BESA's allocation learner plus a learned choice of the 2:4 format per Linear (module docstring).
+
+    Wraps an :class:`pruning.besa.AllocationLearner` and offers what :func:`pruning.besa.learn_allocation`
+    uses of it (``weight_makers``, ``allocation_parameters``, ``layer_sparsities``), plus the gates.
+    """
+
+    def __init__(self, learner: nn.Module, masks24: dict[str, torch.Tensor], lr: float) -> None:
+        super().__init__()
+        self.learner = learner
+        self.clip = None  # joint LWC with gates is refused by PruneConfig
+        self.layers = learner.layers
+        self.names = list(masks24)
+        self.masks24 = masks24
+        dev = next(iter(masks24.values())).device if masks24 else None
+        self.logits = nn.Parameter(torch.zeros(len(self.names), device=dev))  # q = 0.5, hard choice unstructured
+        self.lr = lr
+
+    def probs(self) -> dict[str, torch.Tensor]:
+        """Probability of the 2:4 format per gated Linear (differentiable), keyed by parameter name."""
+        q = torch.sigmoid(self.logits)
+        return {name: q[i] for i, name in enumerate(self.names)}
+
+    def allocation_parameters(self) -> list[nn.Parameter]:
+        return self.learner.allocation_parameters()
+
+    def gate_optimizer(self) -> torch.optim.Optimizer:
+        return MaxNormSGD([self.logits], lr=self.lr)
+
+    def layer_sparsities(self) -> dict[str, torch.Tensor]:
+        return self.learner.layer_sparsities()
+
+    def weight_makers(self):
+        makers, s = self.learner.weight_makers()
+        weights = {la.param_name: la.weight for la in self.layers}
+        probs = self.probs()
+
+        def gated(name: str, base):
+            def make() -> torch.Tensor:
+                w = base()
+                q = probs[name]
+                g = (q.detach() > 0.5).to(q.dtype) + q - q.detach()  # hard choice, straight-through gradient
+                w24 = weights[name] * self.masks24[name].to(weights[name].dtype)
+                return w + g.to(w.dtype) * (w24 - w)
+            return make
+
+        return {name: gated(name, make) if name in probs else make for name, make in makers.items()}, s
+
+
+def relaxed_cycles(learner: nn.Module, latency: LatencyModel) -> torch.Tensor:
+    """A learner's relaxed block cycles: each Linear's envelope at its expected sparsity, moved towards
+    its 2:4 cycles by its gate's probability where it has one."""
+    gates = learner.probs() if isinstance(learner, FormatGates) else {}
+    total = 0.0
+    for name, s in learner.layer_sparsities().items():
+        op = _op_of(name)
+        c = latency.relaxed(op, s)
+        if name in gates:
+            c = c + gates[name].double() * (latency.nm[op] - c)
+        total = total + c
+    return total
+
+
+def latency_penalty(latency: LatencyModel, beta: float, ops: list[str], budget: float):
+    """``beta * ((relaxed block cycles - budget) / (dense block cycles - budget))^2`` of a learner: the
+    miss in units of the saving the target asks for, so that where latency is proportional to the kept
+    weights this is BESA's own ``((s - target) / target)^2``."""
+    saving = sum(latency.dense[op] for op in ops) - budget
+
+    def penalty(learner) -> torch.Tensor:
+        return (beta * ((relaxed_cycles(learner, latency) - budget) / saving) ** 2).float()
+    return penalty
+
+
+@torch.no_grad()
+def round_to_budget(learner: nn.Module, latency: LatencyModel, budget: float, block_error, iters: int = 30):
+    """Per-Linear keep masks, formats and exact table cycles of one block within ``budget`` (module
+    docstring). ``block_error(masks)`` measures the block's reconstruction error with those keep masks
+    (op -> bool mask); it is called only when more than one 2:4 choice fits.
+
+    Returns (per-row prune counts per Linear, keep masks by op, formats by op, cycles).
+    """
+    gates = learner.probs() if isinstance(learner, FormatGates) else {}
+    base = learner.learner if isinstance(learner, FormatGates) else learner
+    layers = base.layers
+    ops = [_op_of(la.param_name) for la in layers]
+    numel = [la.weight.numel() for la in layers]
+    order = sorted((i for i, la in enumerate(layers) if la.param_name in gates),
+                   key=lambda i: -float(gates[layers[i].param_name]))
+    top = min(max(latency.grid), base.max_sparsity)
+
+    def unstructured(free: list[int], budget_left: float):
+        def cost(counts) -> float:
+            return sum(latency.best(ops[i], float(counts[i].sum()) / numel[i])[1] for i in free)
+        none = base.final_counts(0.0, free)
+        if cost(none) <= budget_left:
+            return none, cost(none), True
+        if cost(base.final_counts(top, free)) > budget_left:
+            return None
+        lo, hi = 0.0, top
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if cost(base.final_counts(mid, free)) > budget_left else (lo, mid)
+        counts = base.final_counts(hi, free)
+        return counts, cost(counts), False
+
+    options = []  # (2:4 set, counts, cycles)
+    for k in range(len(order) + 1):
+        two4 = set(order[:k])
+        nm = sum(latency.nm[ops[i]] for i in two4)
+        found = unstructured([i for i in range(len(layers)) if i not in two4], budget - nm)
+        if found is not None and found[2]:  # fits with no unstructured pruning: more 2:4 would only add error;
+            for i in order[:k][::-1]:  # and so would any 2:4 Linear it can do without (a small one ranked first)
+                fewer = two4 - {i}
+                if sum(latency.nm[ops[j]] for j in fewer) + sum(
+                        latency.dense[ops[j]] for j in range(len(layers)) if j not in fewer) <= budget:
+                    two4 = fewer
+            nm = sum(latency.nm[ops[i]] for i in two4)
+            found = unstructured([i for i in range(len(layers)) if i not in two4], budget - nm)
+            options.append((two4, found[0], nm + found[1]))
+            break
+        if found is not None:
+            options.append((two4, found[0], nm + found[1]))
+    if not options:  # out of reach in this block (the slack of earlier blocks): the fastest it can be
+        two4 = set(order)
+        counts = base.final_counts(top, [i for i in range(len(layers)) if i not in two4])
+        options = [(two4, counts, sum(latency.nm[ops[i]] for i in two4) + sum(
+            latency.best(ops[i], float(counts[i].sum()) / numel[i])[1] for i in range(len(layers)) if i not in two4))]
+
+    def masks_of(option) -> dict[str, torch.Tensor]:
+        two4, counts, _ = option
+        return {ops[i]: learner.masks24[la.param_name] if i in two4 else base.keep_mask(la, counts[i])
+                for i, la in enumerate(layers)}
+
+    best = options[0] if len(options) == 1 else min(options, key=lambda o: block_error(masks_of(o)))
+    formats = {ops[i]: "2:4" if i in best[0] else latency.best(ops[i], float(best[1][i].sum()) / numel[i])[0]
+               for i in range(len(layers))}
+    return best[1], masks_of(best), formats, best[2]

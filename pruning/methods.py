@@ -15,7 +15,8 @@ from pruning.config import PruneConfig
 from pruning.masks import nm_mask, rowwise_mask
 from pruning.metrics import magnitude_score, sparsegpt_diag_score, wanda_score
 from pruning.quantizers import make_clip, obs_quant, param_names
-from pruning.search import prune_search
+from pruning.hw_target import FormatGates, latency_penalty, round_to_budget
+from pruning.search import BlockError, prune_search
 from pruning.sparsegpt import sparsegpt_prune, sparsegpt_quant_prune
 from pruning.stats import InputStats
 
@@ -108,47 +109,23 @@ def _carry_d(cfg: PruneConfig) -> bool:
     return cfg.besa_carry_d if cfg.besa_carry_d is not None else cfg.besa_allocation == "row"
 
 
-def _op_of(param_name: str) -> str:
-    return param_name.split(".")[-2]  # "self_attn.q_proj.weight" -> "q_proj"
-
-
-def latency_penalty(latency, beta: float, ops: list[str]):
-    """``beta * ((relaxed block cycles - budget) / (dense block cycles - budget))^2`` of a learner
-    (pruning.hw_target): the miss in units of the saving the target asks for, so that where latency is
-    proportional to the kept weights this is BESA's own ``((s - target) / target)^2``."""
-    budget = latency.block_budget
-    saving = sum(latency.dense[op] for op in ops) - budget
-
-    def penalty(learner) -> torch.Tensor:
-        cycles = sum(latency.relaxed(_op_of(name), s) for name, s in learner.layer_sparsities().items())
-        return (beta * ((cycles - budget) / saving) ** 2).float()
-    return penalty
-
-
-@torch.no_grad()
-def latency_counts(learner, latency, iters: int = 30) -> list[torch.Tensor]:
-    """Per-row prune counts: the learned allocation scaled to the smallest parameter sparsity whose
-    exact table cycles (each op in its cheapest format) fit the block's budget (bisection)."""
-    sizes = {_op_of(la.param_name): la.weight.numel() for la in learner.layers}
-
-    def cycles(counts) -> float:
-        return latency.block_cycles({op: float(c.sum()) / n for (op, n), c in zip(sizes.items(), counts)})
-
-    lo, hi = 0.0, max(latency.grid)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cycles(learner.final_counts(mid)) > latency.block_budget else (lo, mid)
-    return learner.final_counts(hi)
-
-
 def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
-    """BESA (arXiv 2402.16880): learned row/layer sparsity, optionally followed by OBS reconstruction."""
+    """BESA (arXiv 2402.16880): learned row/layer sparsity, optionally followed by OBS reconstruction;
+    with a hardware target, a latency penalty and, where the preset gains from 2:4, learned format
+    gates (:mod:`pruning.hw_target`)."""
     cfg, target = job.config, job.config.sparsity
     names = param_names(job.block, job.linears)
-    latency = cfg.hw_target
+    latency, gated = cfg.hw_target, []
     if latency is not None:  # start from the uniform sparsity that meets the block's latency budget
-        target = latency.uniform_sparsity(list(job.linears))
-    if target == 0.0:
+        budget = latency.block_budget + job.carry.get("latency_slack", 0.0)
+        dense = sum(latency.dense[op] for op in job.linears)
+        if budget >= dense:  # the block may stay dense (earlier blocks saved enough)
+            job.carry["latency_slack"] = budget - dense
+            job.info["formats"] = {op: "dense" for op in job.linears}
+            return {op: torch.ones_like(lin.weight, dtype=torch.bool) for op, lin in job.linears.items()}
+        target = latency.uniform_sparsity(list(job.linears), budget)
+        gated = [op for op in job.linears if latency.gains_nm(op)]
+    if target == 0.0 and not gated:
         return {op: torch.ones_like(lin.weight, dtype=torch.bool) for op, lin in job.linears.items()}
     # Scores are computed one Linear at a time as the learner ranks them (a 7B block's are 0.8 GB).
     scores = _LazyScores(job, {names[op]: op for op in job.linears})
@@ -156,6 +133,9 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
                                 allocation=cfg.besa_allocation, step=cfg.besa_step,
                                 smoothing=cfg.besa_smoothing, init_width=cfg.besa_init_width,
                                 max_sparsity=cfg.besa_max_sparsity)
+    if gated:
+        learner = FormatGates(learner, {names[op]: nm_mask(scores[names[op]], 2, 4) for op in gated},
+                              lr=cfg.besa_gate_lr)
     if cfg.quant_method == "lwc" and cfg.lwc_stage != "after":
         # joint: clipping trains with the allocation, initialised on its start mask
         start = learner.hard_masks()
@@ -167,29 +147,30 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
                                   optimizer=cfg.besa_optimizer, lr=cfg.besa_lr, d_coef=cfg.besa_d_coef,
                                   seed=cfg.seed + job.index, samples=cfg.besa_samples,
                                   carry=job.carry if _carry_d(cfg) else None, clip_lr=cfg.lwc_lr,
-                                  penalty=None if latency is None else latency_penalty(latency, cfg.besa_beta,
-                                                                                       list(job.linears)))
+                                  penalty=None if latency is None else latency_penalty(
+                                      latency, cfg.besa_beta, list(job.linears), budget))
+    formats = {}
     if latency is None:
         counts = learner.final_counts(target)
+        keep = dict(zip(job.linears, learner.count_masks(counts)))
     else:
-        counts = latency_counts(learner, latency)
-        job.info["formats"] = {op: latency.best(op, float(c.sum()) / lin.weight.numel())[0]
-                               for (op, lin), c in zip(job.linears.items(), counts)}
-    keep = learner.count_masks(counts)  # the same ranks as mask_from_row_counts(scores[op], counts)
+        counts, keep, formats, cycles = round_to_budget(learner, latency, budget, BlockError(job))
+        job.carry["latency_slack"] = budget - cycles
+        job.info["formats"] = formats
     job.info["besa_loss"] = (losses[0], losses[-1]) if losses else None
     job.info["prodigy_d"] = job.carry.get("d")
     masks = {}
-    for (op, lin), cnt, kept in zip(job.linears.items(), counts, keep):
+    for (op, lin), cnt in zip(job.linears.items(), counts):
         if cfg.besa_reconstruct:
             # "counts": BESA decides how many weights each row loses, OBS picks which;
-            # "mask": BESA's own mask is kept and OBS only updates the surviving weights.
-            choice = ({"row_prune_counts": cnt} if cfg.besa_reconstruct_mode == "counts"
-                      else {"keep_mask": kept})
+            # "mask": BESA's own mask is kept and OBS only updates the surviving weights (always for 2:4).
+            choice = ({"row_prune_counts": cnt} if cfg.besa_reconstruct_mode == "counts" and formats.get(op) != "2:4"
+                      else {"keep_mask": keep[op]})
             choice.update(blocksize=cfg.sparsegpt_blocksize, percdamp=cfg.sparsegpt_percdamp)
             # Quantize inside the OBS update (with the learned clipping for lwc).
             masks[op] = _obs_update(job, op, lin, choice, quantize=cfg.quant_method in ("lwc", "obs"))
         else:
-            masks[op] = kept
+            masks[op] = keep[op]
     return masks
 
 

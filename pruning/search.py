@@ -8,7 +8,8 @@ the channel-normalised MSE of BESA's loss against the dense block's outputs, on
 ``search_samples`` calibration segments. Errors are taken as additive (SPDY's assumption), and a
 dynamic programme over the seven Linears picks one candidate each, minimising the summed error with
 the summed table cycles within the block's budget (:class:`pruning.hw_target.LatencyModel`), the
-cycles counted in units of 1/2000 of the budget (rounded up, so the choice never exceeds it).
+cycles counted in units of 1/2000 of the budget (rounded up, so the choice never exceeds it). The
+budget a block leaves unused passes to the next (``latency_slack``, as in :mod:`pruning.hw_target`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pruning.besa import channel_normalised_mse
 from pruning.masks import nm_mask, rowwise_mask
 from pruning.metrics import wanda_score
 
-__all__ = ["Candidate", "candidates", "knapsack", "prune_search"]
+__all__ = ["BlockError", "Candidate", "candidates", "knapsack", "prune_search"]
 
 UNITS = 2000  # budget resolution of the dynamic programme
 
@@ -65,34 +66,49 @@ def _mask(score: torch.Tensor, cand: Candidate) -> torch.Tensor:
     return nm_mask(score, 2, 4) if cand.fmt == "2:4" else rowwise_mask(score, cand.sparsity)
 
 
-@torch.no_grad()
-def _block_error(job, samples: torch.Tensor, denom: torch.Tensor) -> float:
-    device = next(job.block.parameters()).device
-    pred = job.block(job.inputs[samples].to(device), **job.kwargs)
-    pred = pred[0] if isinstance(pred, tuple) else pred
-    return float(channel_normalised_mse(pred, job.dense_out[samples].to(device), denom))
+class BlockError:
+    """The block's output error with given keep masks, against its dense outputs, on ``search_samples``
+    seeded calibration segments (BESA's channel-normalised MSE)."""
+
+    def __init__(self, job) -> None:
+        self.job = job
+        n = min(job.config.search_samples, job.inputs.shape[0])
+        gen = torch.Generator().manual_seed(job.config.seed + job.index)
+        self.samples = torch.randperm(job.inputs.shape[0], generator=gen)[:n]
+        target = job.dense_out[self.samples].float()
+        self.device = next(job.block.parameters()).device
+        self.denom = target.pow(2).reshape(-1, target.shape[-1]).mean(dim=0).clamp_min(1e-8).to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, masks: dict[str, torch.Tensor]) -> float:
+        """Error with ``masks`` (op -> keep mask) applied; the weights are restored afterwards."""
+        job, saved = self.job, {}
+        for op, keep in masks.items():
+            w = job.linears[op].weight.data
+            saved[op] = w.clone()
+            w.mul_(keep.to(w.device, w.dtype))
+        try:
+            pred = job.block(job.inputs[self.samples].to(self.device), **job.kwargs)
+            pred = pred[0] if isinstance(pred, tuple) else pred
+            return float(channel_normalised_mse(pred, job.dense_out[self.samples].to(self.device), self.denom))
+        finally:
+            for op, w in saved.items():
+                job.linears[op].weight.data.copy_(w)
 
 
 @torch.no_grad()
 def prune_search(job) -> dict[str, torch.Tensor]:
     """Masks of one block from the search (see the module docstring); records each op's format."""
     latency, cfg = job.config.hw_target, job.config
-    n = min(cfg.search_samples, job.inputs.shape[0])
-    samples = torch.randperm(job.inputs.shape[0], generator=torch.Generator().manual_seed(cfg.seed + job.index))[:n]
-    target = job.dense_out[samples].float()
-    denom = target.pow(2).reshape(-1, target.shape[-1]).mean(dim=0).clamp_min(1e-8)
-    denom = denom.to(next(job.block.parameters()).device)
+    error = BlockError(job)
+    budget = latency.block_budget + job.carry.get("latency_slack", 0.0)
     options, errors, scores = {}, {}, {}
     for op, lin in job.linears.items():
         scores[op] = wanda_score(lin.weight, job.stats[op].sq_mean)
         options[op] = candidates(latency, op, cfg.search_step)
-        saved = lin.weight.data.clone()
-        errors[op] = []
-        for cand in options[op]:
-            lin.weight.data.mul_(_mask(scores[op], cand).to(saved.dtype))
-            errors[op].append(_block_error(job, samples, denom))
-            lin.weight.data.copy_(saved)
-    pick = knapsack(errors, {op: [c.cycles for c in opts] for op, opts in options.items()}, latency.block_budget)
+        errors[op] = [error({op: _mask(scores[op], cand)}) for cand in options[op]]
+    pick = knapsack(errors, {op: [c.cycles for c in opts] for op, opts in options.items()}, budget)
     chosen = {op: options[op][i] for op, i in pick.items()}
+    job.carry["latency_slack"] = budget - sum(c.cycles for c in chosen.values())
     job.info["formats"] = {op: c.fmt for op, c in chosen.items()}
     return {op: _mask(scores[op], chosen[op]) for op in job.linears}

@@ -71,3 +71,103 @@ def test_candidates_include_2_4_where_tabled():
     assert candidates(m, "q_proj") == [Candidate(0.0, "dense", 100.0), Candidate(0.5, "dense", 100.0),
                                        Candidate(0.9, "sparse", 40.0), Candidate(0.5, "2:4", 60.0)]
     assert m.cycles("q_proj", 0.5, "2:4") == 60.0 and m.cycles("q_proj", 0.7, "sparse") == pytest.approx(70.0)
+
+
+def _systolic(target=1.25):
+    # two op types, one block, no unstructured gain (a systolic array), 2:4 halves each op's cycles
+    return LatencyModel(target, (0.0, 0.5, 0.9), {"q_proj": 100.0, "up_proj": 300.0},
+                        {"q_proj": (100.0,) * 3, "up_proj": (300.0,) * 3}, 0.0, 1, "toy", "decode",
+                        {"q_proj": 50.0, "up_proj": 150.0})
+
+
+def test_max_norm_sgd_keeps_the_gradients_ratios():
+    from pruning.hw_target import MaxNormSGD
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = MaxNormSGD([p], lr=0.25)
+    p.grad = torch.tensor([4.0, -2.0, 1.0])
+    opt.step()
+    assert p.tolist() == pytest.approx([-0.25, 0.125, -0.0625])
+
+
+def test_start_sparsity_is_zero_where_only_2_4_gains():
+    m = _systolic()
+    assert m.gains_nm("q_proj") and m.gains_nm("up_proj")
+    assert m.uniform_sparsity(["q_proj", "up_proj"]) == 0.0  # unstructured buys nothing here
+    # with no 2:4 path the envelope is flat and the start goes to the grid's end (the old behaviour)
+    plain = LatencyModel(1.25, (0.0, 0.5, 0.9), {"q_proj": 100.0}, {"q_proj": (150.0, 100.0, 40.0)}, 0.0, 1)
+    assert 0 < plain.uniform_sparsity(["q_proj"]) < 0.9
+
+
+def _learner(model, target=0.0):
+    from pruning.besa import AllocationLearner
+    from pruning.hw_target import FormatGates
+    from pruning.masks import nm_mask
+
+    torch.manual_seed(0)
+    weights = {"self_attn.q_proj.weight": torch.randn(8, 16), "mlp.up_proj.weight": torch.randn(24, 16)}
+    scores = {k: w.abs() for k, w in weights.items()}
+    inner = AllocationLearner(weights, scores, target, allocation="row", step=0.05)
+    return FormatGates(inner, {k: nm_mask(s, 2, 4) for k, s in scores.items()}, lr=0.25), weights
+
+
+def test_gates_choose_the_2_4_weight_with_a_straight_through_gradient():
+    learner, weights = _learner(_systolic())
+    with torch.no_grad():
+        learner.logits[:] = torch.tensor([1.0, -1.0])  # q_proj gated to 2:4, up_proj not
+    makers, _ = learner.weight_makers()
+    q = makers["self_attn.q_proj.weight"]()
+    up = makers["mlp.up_proj.weight"]()
+    two4 = learner.masks24["self_attn.q_proj.weight"]
+    assert torch.equal(q, weights["self_attn.q_proj.weight"] * two4)
+    assert (up != 0).float().mean() > 0.9  # unstructured at the start sparsity ~0: nearly dense
+    (q.sum() + up.sum()).backward()
+    assert learner.logits.grad is not None and torch.all(learner.logits.grad != 0)
+
+
+def test_rounding_takes_the_fewest_2_4_linears_that_meet_the_budget():
+    from pruning.hw_target import round_to_budget
+
+    m = _systolic(1.25)  # budget 400 * 0.8 = 320: up_proj as 2:4 (250) suffices, q_proj too would be 200
+    learner, _ = _learner(m)
+    with torch.no_grad():
+        learner.logits[:] = torch.tensor([2.0, 1.0])  # q_proj ranked first, yet alone it saves too little
+    calls = []
+    counts, masks, formats, cycles = round_to_budget(learner, m, m.block_budget, lambda k: calls.append(k) or 0.0)
+    assert formats == {"q_proj": "dense", "up_proj": "2:4"} and cycles == 250.0
+    assert torch.equal(masks["up_proj"], learner.masks24["mlp.up_proj.weight"])
+    assert masks["q_proj"].all() and all(int(c.sum()) == 0 for c in counts)
+    assert calls == []  # one option: nothing to measure
+
+
+def test_rounding_measures_the_error_of_each_option_where_unstructured_also_gains():
+    from pruning.hw_target import round_to_budget
+
+    # unstructured gains here as much as 2:4 does: every 2:4 prefix fits, and the measured error decides
+    m = LatencyModel(1.25, (0.0, 0.5, 0.9), {"q_proj": 100.0, "up_proj": 300.0},
+                     {"q_proj": (100.0, 50.0, 10.0), "up_proj": (300.0, 150.0, 30.0)}, 0.0, 1, "toy", "decode",
+                     {"q_proj": 50.0, "up_proj": 150.0})
+    learner, _ = _learner(m, target=0.2)
+    seen = []
+
+    def error(masks):
+        seen.append({op: float((~k).float().mean()) for op, k in masks.items()})
+        return -len(seen)  # the last option measured is the best
+
+    counts, masks, formats, cycles = round_to_budget(learner, m, m.block_budget, error)
+    assert len(seen) >= 2 and cycles <= m.block_budget + 1e-6
+    assert {op: float((~k).float().mean()) for op, k in masks.items()} == seen[-1]
+
+
+def test_final_counts_on_some_linears_only():
+    learner, _ = _learner(_systolic(), target=0.3)
+    counts = learner.learner.final_counts(0.5, only=[1])
+    assert int(counts[0].sum()) == 0 and int(counts[1].sum()) == round(0.5 * 24 * 16)
+
+
+def test_joint_lwc_with_2_4_gates_is_refused():
+    from pruning import PruneConfig
+
+    with pytest.raises(ValueError, match="lwc_stage=after"):
+        PruneConfig(method="besa", hw_target=_systolic(), wbits=4, quantizer="lwc")
+    PruneConfig(method="besa", hw_target=_systolic(), wbits=4, quantizer="lwc", lwc_stage="after")
