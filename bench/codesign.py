@@ -56,6 +56,21 @@ def _speedup(run: Path, preset: str, phase: str) -> float:
     return step_metrics(summary, hw, PHASE_TOKENS[phase])["speedup_e2e"]
 
 
+def _cached(key: str, presets: list[str], run: Path, args, method: str, fields: dict) -> dict:
+    """A run that is the same for every target (plain BESA, a uniform baseline): pruned, evaluated and
+    simulated once per setting and kept in runs/.cache/codesign/ (a preset not yet simulated prunes again)."""
+    cache = ROOT / "runs" / ".cache" / "codesign" / f"{key}.json"
+    done = json.loads(cache.read_text()) if cache.is_file() else {"speedup": {}}
+    if "ppl" not in done or any(pr not in done["speedup"] for pr in presets):
+        done["secs"] = _prune(run, args, method, **fields)
+        done["ppl"] = _ppl(run, args)
+        done["speedup"] |= {pr: _speedup(run, pr, args.phase) for pr in presets}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(done))
+        shutil.rmtree(run)
+    return done
+
+
 def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
     """Plain BESA's perplexity at speedup ``x`` (linear between its measured points; None outside)."""
     pts = sorted(points)
@@ -81,6 +96,8 @@ def main() -> int:
     p.add_argument("--targets", default="1.02,1.04",
                    help="speedup targets: 1.2,1.3 for every preset, or besa-64x64=1.25/1.35;vitcod-64x8=1.05/1.1")
     p.add_argument("--hw-methods", default="besa,search", help="hardware-targeted methods: besa, search")
+    p.add_argument("--baselines", default="", help="uniform baselines pruned once and simulated on every preset, "
+                   "e.g. sparsegpt-2:4,wanda-0.5")
     p.add_argument("--search-samples", type=int, default=1, help="calibration segments of the search's errors")
     p.add_argument("--nsamples", type=int, default=32)
     p.add_argument("--windows", type=int, default=40)
@@ -99,23 +116,22 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     plain: dict[str, list[tuple[float, float]]] = {pr: [] for pr in presets}
     rows = []
-    for s in [float(v) for v in args.sparsities.split(",")]:
-        cache = ROOT / "runs" / ".cache" / "codesign" / f"plain-{s}-{args.nsamples}-{args.windows}-{args.phase}.json"
-        done = json.loads(cache.read_text()) if cache.is_file() else {"speedup": {}}
-        missing = [pr for pr in presets if pr not in done["speedup"]]
-        if "ppl" not in done or missing:  # plain BESA is the same for every target: measured once, kept
-            run = work / f"plain-{s}"
-            done["secs"] = _prune(run, args, sparsity=s)
-            done["ppl"] = _ppl(run, args)
-            done["speedup"] |= {pr: _speedup(run, pr, args.phase) for pr in presets}
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(done))
-            shutil.rmtree(run)
+    for s in [float(v) for v in args.sparsities.split(",") if v]:
+        done = _cached(f"plain-{s}-{args.nsamples}-{args.windows}-{args.phase}", presets, work / f"plain-{s}", args,
+                       "besa", {"sparsity": s})
         for pr in presets:
             up = done["speedup"][pr]
             plain[pr].append((up, done["ppl"]))
             print(f"| {pr} | BESA {s:.0%} | {s:.3f} | {up:.4f}x | {done['ppl']:.2f} | - | {done['secs']:.0f} |",
                   flush=True)
+    for spec in [b for b in args.baselines.split(",") if b]:
+        method, _, level = spec.partition("-")
+        fields = {"sparsity": 0.5, "nm": (2, 4)} if level == "2:4" else {"sparsity": float(level)}
+        done = _cached(f"baseline-{spec.replace(':', '')}-{args.nsamples}-{args.windows}-{args.phase}", presets,
+                       work / spec.replace(":", ""), args, method, fields)
+        for pr in presets:
+            print(f"| {pr} | {method} {level} (uniform) | {0.5 if level == '2:4' else float(level):.3f} | "
+                  f"{done['speedup'][pr]:.4f}x | {done['ppl']:.2f} | - | {done['secs']:.0f} |", flush=True)
     from besa_hw.pipeline import DEFAULT_CACHE, table_spec
     from pruning.hw_target import LatencyModel
     from simulator import get_shape, load_hardware
