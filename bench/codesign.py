@@ -35,7 +35,8 @@ def _prune(out: Path, args, method: str = "besa", **fields) -> float:
     extra = {"search_samples": args.search_samples} if method == "search" else {}
     cfg = PruneConfig(method=method, seed=0, besa_samples=min(24, args.nsamples), **extra, **fields)
     t = time.perf_counter()
-    prune_to_run("smollm2-135m", None, cfg, calib, out)
+    # a method that updates the kept weights (OBS) needs its model saved for evaluation
+    prune_to_run("smollm2-135m", None, cfg, calib, out, save_model=method == "sparsegpt" or cfg.besa_reconstruct)
     return time.perf_counter() - t
 
 

@@ -235,6 +235,9 @@ class AllocationLearner(nn.Module):
             cont = torch.minimum((cont * need / cont.sum().clamp_min(1e-12)).clamp_min(0), most)
             if abs(cont.sum().item() - need) < 0.5:
                 break
+        if need - cont.sum().item() >= 0.5:  # rows learned at 0 do not scale up: share the rest by each row's room
+            room = most - cont
+            cont = cont + room * ((need - cont.sum()) / room.sum())
         base = torch.floor(cont)
         rem = need - int(base.sum().item())
         frac = (cont - base).masked_fill(base >= most, -1.0)

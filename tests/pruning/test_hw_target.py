@@ -171,3 +171,14 @@ def test_joint_lwc_with_2_4_gates_is_refused():
     with pytest.raises(ValueError, match="lwc_stage=after"):
         PruneConfig(method="besa", hw_target=_systolic(), wbits=4, quantizer="lwc")
     PruneConfig(method="besa", hw_target=_systolic(), wbits=4, quantizer="lwc", lwc_stage="after")
+
+
+def test_final_counts_reach_a_target_past_what_the_learned_rows_scale_to():
+    learner, _ = _learner(_systolic(), target=0.0)
+    with torch.no_grad():  # every row learned at exactly 0: scaling alone cannot reach any target
+        for la in learner.learner.layers:
+            la.logits.fill_(-1e4)
+            la.logits[:, 0] = 0.0
+    counts = learner.learner.final_counts(0.9, only=[0, 1])
+    assert sum(int(c.sum()) for c in counts) == round(0.9 * (8 + 24) * 16)
+    assert all(int(c.max()) <= 16 for c in counts)
