@@ -96,7 +96,8 @@ def main() -> int:
     p.add_argument("--sparsities", default="0.4,0.5,0.6")
     p.add_argument("--targets", default="1.02,1.04",
                    help="speedup targets: 1.2,1.3 for every preset, or besa-64x64=1.25/1.35;vitcod-64x8=1.05/1.1")
-    p.add_argument("--hw-methods", default="besa,search", help="hardware-targeted methods: besa, search")
+    p.add_argument("--hw-methods", default="besa,search",
+                   help="hardware-targeted methods: besa, besa-recon (BESA + OBS update), search")
     p.add_argument("--baselines", default="", help="uniform baselines pruned once and simulated on every preset, "
                    "e.g. sparsegpt-2:4,wanda-0.5")
     p.add_argument("--search-samples", type=int, default=1, help="calibration segments of the search's errors")
@@ -144,7 +145,9 @@ def main() -> int:
         for x in targets_for(args.targets, pr):
             for method in args.hw_methods.split(","):
                 run = work / f"{method}-{pr}-{x}"
-                secs = _prune(run, args, method, hw_target=LatencyModel.from_rows(table.to_dict("records"), x))
+                fields = {"besa_reconstruct": True} if method == "besa-recon" else {}  # BESA + OBS update
+                secs = _prune(run, args, method.removesuffix("-recon"), **fields,
+                              hw_target=LatencyModel.from_rows(table.to_dict("records"), x))
                 from pruning.export import read_manifest
 
                 manifest = read_manifest(run)
@@ -152,7 +155,7 @@ def main() -> int:
                 ref = _interpolate(plain[pr], up)
                 rows.append((pr, method, x, up, ppl, ref))
                 formats = ", ".join(f"{k} {v}" for k, v in manifest["hw_target"]["formats"].items())
-                label = "BESA" if method == "besa" else "search"
+                label = {"besa": "BESA", "besa-recon": "BESA + OBS"}.get(method, method)
                 print(f"| {pr} | {label} target {x:g}x ({formats}) | {manifest['achieved_sparsity']:.3f} | {up:.4f}x | "
                       f"{ppl:.2f} | {'-' if ref is None else f'{ref:.2f}'} | {secs:.0f} |", flush=True)
                 shutil.rmtree(run)
