@@ -18,7 +18,8 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
   the kept weights.
 - Rounding: the learned per-row sparsities are scaled (as BESA scales them to a parameter target)
   to the smallest parameter sparsity whose *exact* cost, each op in its cheapest format at its
-  achieved sparsity, fits the budget (bisection).
+  achieved sparsity, fits the budget (bisection). A Linear left below its sparse path's break-even
+  runs dense and so keeps all its weights (its zeros would buy nothing).
 - Format: each op runs in its cheapest format at its achieved sparsity: ``dense`` (stored dense,
   zeros computed) or ``sparse`` (the preset's path); the run records it per layer.
 - 2:4, where the preset gains from it (a systolic array with an N:M path, CSR at 50%): each such
@@ -256,11 +257,14 @@ class FormatGates(nn.Module):
 
         def gated(name: str, base):
             def make() -> torch.Tensor:
+                # the hard choice's value with the soft mixture's gradient: d/dq = W_24 - W_u, and
+                # d/dW_u = 1 - q, so a gated Linear's unstructured logits still feel the reconstruction
+                # in proportion to the latency penalty they feel ((1 - q) in the relaxed cost)
                 w = base()
-                q = probs[name]
-                g = (q.detach() > 0.5).to(q.dtype) + q - q.detach()  # hard choice, straight-through gradient
+                q = probs[name].to(w.dtype)
                 w24 = weights[name] * self.masks24[name].to(weights[name].dtype)
-                return w + g.to(w.dtype) * (w24 - w)
+                soft = w + q * (w24 - w)
+                return (w24 if bool(q > 0.5) else w).detach() + (soft - soft.detach())
             return make
 
         return {name: gated(name, make) if name in probs else make for name, make in makers.items()}, s
@@ -320,8 +324,14 @@ def round_to_budget(learner: nn.Module, latency: LatencyModel, budget: float, bl
         for _ in range(iters):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if cost(base.final_counts(mid, free)) > budget_left else (lo, mid)
-        counts = base.final_counts(hi, free)
+        counts = dense_unpruned(base.final_counts(hi, free))
         return counts, cost(counts), False
+
+    def dense_unpruned(counts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A Linear whose sparsity is too low for its sparse path to pay runs dense: its zeros buy no
+        cycles, so it keeps its weights (the same cycles, less error)."""
+        return [torch.zeros_like(c) if latency.best(ops[i], float(c.sum()) / numel[i])[0] == "dense" else c
+                for i, c in enumerate(counts)]
 
     options = []  # (2:4 set, counts, cycles)
     for k in range(len(order) + 1):
@@ -342,7 +352,7 @@ def round_to_budget(learner: nn.Module, latency: LatencyModel, budget: float, bl
             options.append((two4, found[0], nm + found[1]))
     if not options:  # out of reach in this block (the slack of earlier blocks): the fastest it can be
         two4 = set(order)
-        counts = base.final_counts(top, [i for i in range(len(layers)) if i not in two4])
+        counts = dense_unpruned(base.final_counts(top, [i for i in range(len(layers)) if i not in two4]))
         options = [(two4, counts, sum(latency.nm[ops[i]] for i in two4) + sum(
             latency.best(ops[i], float(counts[i].sum()) / numel[i])[1] for i in range(len(layers)) if i not in two4))]
 

@@ -182,3 +182,32 @@ def test_final_counts_reach_a_target_past_what_the_learned_rows_scale_to():
     counts = learner.learner.final_counts(0.9, only=[0, 1])
     assert sum(int(c.sum()) for c in counts) == round(0.9 * (8 + 24) * 16)
     assert all(int(c.max()) <= 16 for c in counts)
+
+
+def test_a_linear_below_its_break_even_keeps_its_weights():
+    from pruning.besa import AllocationLearner
+    from pruning.hw_target import round_to_budget
+
+    # q_proj's sparse path only pays past 0.5; up_proj's pays from the start
+    m = LatencyModel(1.25, (0.0, 0.5, 0.9), {"q_proj": 100.0, "up_proj": 300.0},
+                     {"q_proj": (150.0, 100.0, 40.0), "up_proj": (300.0, 150.0, 30.0)}, 0.0, 1, "toy", "decode")
+    torch.manual_seed(0)
+    weights = {"self_attn.q_proj.weight": torch.randn(8, 16), "mlp.up_proj.weight": torch.randn(24, 16)}
+    learner = AllocationLearner(weights, {k: w.abs() for k, w in weights.items()}, 0.3, step=0.05)
+    with torch.no_grad():  # learned: q_proj lightly (0.1), up_proj heavily (0.6)
+        for la, s in zip(learner.layers, (0.1, 0.6)):
+            la.logits.fill_(-1e4)
+            la.logits[:, round(s / 0.05)] = 0.0
+    counts, masks, formats, cycles = round_to_budget(learner, m, m.block_budget, lambda k: 0.0)
+    assert formats["q_proj"] == "dense" and int(counts[0].sum()) == 0 and masks["q_proj"].all()
+    assert formats["up_proj"] == "sparse" and cycles <= m.block_budget
+
+
+def test_a_gated_linears_unstructured_logits_still_learn():
+    learner, _ = _learner(_systolic(), target=0.3)
+    with torch.no_grad():
+        learner.logits[:] = torch.tensor([1.0, 1.0])  # both gated to 2:4 (q = 0.73)
+    makers, _ = learner.weight_makers()
+    sum(make().pow(2).sum() for make in makers.values()).backward()
+    # the soft mixture's gradient: (1 - q) of the reconstruction reaches the unstructured logits
+    assert all(la.logits.grad is not None and la.logits.grad.abs().sum() > 0 for la in learner.layers)
