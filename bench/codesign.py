@@ -57,6 +57,10 @@ def _speedup(run: Path, preset: str, phase: str) -> float:
     return step_metrics(summary, hw, PHASE_TOKENS[phase])["speedup_e2e"]
 
 
+HW_VARIANTS = {"besa-recon": {"besa_reconstruct": True},  # BESA + OBS update of the kept weights
+               "besa-unstructured": {"besa_nm_gates": False}}  # unstructured (and dense) formats only
+
+
 def _cached(key: str, presets: list[str], run: Path, args, method: str, fields: dict) -> dict:
     """A run that is the same for every target (plain BESA, a uniform baseline): pruned, evaluated and
     simulated once per setting and kept in runs/.cache/codesign/ (a preset not yet simulated prunes again)."""
@@ -97,7 +101,8 @@ def main() -> int:
     p.add_argument("--targets", default="1.02,1.04",
                    help="speedup targets: 1.2,1.3 for every preset, or besa-64x64=1.25/1.35;vitcod-64x8=1.05/1.1")
     p.add_argument("--hw-methods", default="besa,search",
-                   help="hardware-targeted methods: besa, besa-recon (BESA + OBS update), search")
+                   help="hardware-targeted methods: besa, besa-recon (BESA + OBS update), besa-unstructured "
+                   "(no 2:4 gates), search")
     p.add_argument("--baselines", default="", help="uniform baselines pruned once and simulated on every preset, "
                    "e.g. sparsegpt-2:4,wanda-0.5")
     p.add_argument("--search-samples", type=int, default=1, help="calibration segments of the search's errors")
@@ -145,8 +150,8 @@ def main() -> int:
         for x in targets_for(args.targets, pr):
             for method in args.hw_methods.split(","):
                 run = work / f"{method}-{pr}-{x}"
-                fields = {"besa_reconstruct": True} if method == "besa-recon" else {}  # BESA + OBS update
-                secs = _prune(run, args, method.removesuffix("-recon"), **fields,
+                fields = HW_VARIANTS.get(method, {})
+                secs = _prune(run, args, method.split("-")[0], **fields,
                               hw_target=LatencyModel.from_rows(table.to_dict("records"), x))
                 from pruning.export import read_manifest
 
@@ -155,7 +160,8 @@ def main() -> int:
                 ref = _interpolate(plain[pr], up)
                 rows.append((pr, method, x, up, ppl, ref))
                 formats = ", ".join(f"{k} {v}" for k, v in manifest["hw_target"]["formats"].items())
-                label = {"besa": "BESA", "besa-recon": "BESA + OBS"}.get(method, method)
+                label = {"besa": "BESA", "besa-recon": "BESA + OBS", "besa-unstructured": "BESA, no 2:4 gates"}.get(
+                    method, method)
                 print(f"| {pr} | {label} target {x:g}x ({formats}) | {manifest['achieved_sparsity']:.3f} | {up:.4f}x | "
                       f"{ppl:.2f} | {'-' if ref is None else f'{ref:.2f}'} | {secs:.0f} |", flush=True)
                 shutil.rmtree(run)

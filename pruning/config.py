@@ -134,6 +134,7 @@ class PruneConfig:
     owl_m: float | None = None
     owl_lambda: float = 0.08
     besa_gate_lr: float = 0.25  # BESA with a hardware target: step of the 2:4 format gates (pruning.hw_target)
+    besa_nm_gates: bool = True  # BESA with a hardware target: learn 2:4 per Linear where the preset gains from it
     search_samples: int = 4  # calibration segments the errors of search candidates and of BESA's roundings use
     search_step: float = 0.1  # method search: candidate sparsities every search_step (of the latency table's grid)
 
@@ -163,10 +164,10 @@ class PruneConfig:
         self._check_quant()
         if self.hw_target is not None and self.method not in ("besa", "search"):
             raise ValueError(f"a hardware target (--target-speedup) applies to besa and search, not to {self.method}")
-        if (self.hw_target is not None and self.method == "besa" and self.quant_method == "lwc"
+        if (self.hw_target is not None and self.method == "besa" and self.besa_nm_gates and self.quant_method == "lwc"
                 and self.lwc_stage != "after" and any(map(self.hw_target.gains_nm, self.hw_target.dense))):
             raise ValueError(f"{self.hw_target.hardware or 'this preset'} gains from 2:4, and BESA's 2:4 gates do not "
-                             "train with joint LWC: use --set lwc_stage=after")
+                             "train with joint LWC: use --set lwc_stage=after or --set besa_nm_gates=false")
         if self.besa_gate_lr <= 0:
             raise ValueError(f"besa_gate_lr must be > 0, got {self.besa_gate_lr}")
         if self.method == "search" and self.hw_target is None:
