@@ -312,20 +312,26 @@ def round_to_budget(learner: nn.Module, latency: LatencyModel, budget: float, bl
                    key=lambda i: -float(gates[layers[i].param_name]))
     top = min(max(latency.grid), base.max_sparsity)
 
+    def sparse_cycles(i: int, counts: list[torch.Tensor]) -> float:
+        return latency.best(ops[i], float(counts[i].sum()) / numel[i])[1]
+
+    def rest(two4: set[int]) -> list[int]:
+        return [i for i in range(len(layers)) if i not in two4]
+
     def unstructured(free: list[int], budget_left: float):
-        def cost(counts) -> float:
-            return sum(latency.best(ops[i], float(counts[i].sum()) / numel[i])[1] for i in free)
+        """(counts, cycles of ``free``, whether they need no pruning) within ``budget_left``; None if out of reach."""
         none = base.final_counts(0.0, free)
-        if cost(none) <= budget_left:
-            return none, cost(none), True
-        if cost(base.final_counts(top, free)) > budget_left:
+        if sum(sparse_cycles(i, none) for i in free) <= budget_left:
+            return none, sum(sparse_cycles(i, none) for i in free), True
+        if sum(sparse_cycles(i, base.final_counts(top, free)) for i in free) > budget_left:
             return None
         lo, hi = 0.0, top
         for _ in range(iters):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if cost(base.final_counts(mid, free)) > budget_left else (lo, mid)
+            counts = base.final_counts(mid, free)
+            lo, hi = (mid, hi) if sum(sparse_cycles(i, counts) for i in free) > budget_left else (lo, mid)
         counts = dense_unpruned(base.final_counts(hi, free))
-        return counts, cost(counts), False
+        return counts, sum(sparse_cycles(i, counts) for i in free), False
 
     def dense_unpruned(counts: list[torch.Tensor]) -> list[torch.Tensor]:
         """A Linear whose sparsity is too low for its sparse path to pay runs dense: its zeros buy no
@@ -333,28 +339,26 @@ def round_to_budget(learner: nn.Module, latency: LatencyModel, budget: float, bl
         return [torch.zeros_like(c) if latency.best(ops[i], float(c.sum()) / numel[i])[0] == "dense" else c
                 for i, c in enumerate(counts)]
 
+    def nm_cycles(two4: set[int]) -> float:
+        return sum(latency.nm[ops[i]] for i in two4)
+
     options = []  # (2:4 set, counts, cycles)
     for k in range(len(order) + 1):
         two4 = set(order[:k])
-        nm = sum(latency.nm[ops[i]] for i in two4)
-        found = unstructured([i for i in range(len(layers)) if i not in two4], budget - nm)
+        found = unstructured(rest(two4), budget - nm_cycles(two4))
         if found is not None and found[2]:  # fits with no unstructured pruning: more 2:4 would only add error;
             for i in order[:k][::-1]:  # and so would any 2:4 Linear it can do without (a small one ranked first)
-                fewer = two4 - {i}
-                if sum(latency.nm[ops[j]] for j in fewer) + sum(
-                        latency.dense[ops[j]] for j in range(len(layers)) if j not in fewer) <= budget:
-                    two4 = fewer
-            nm = sum(latency.nm[ops[i]] for i in two4)
-            found = unstructured([i for i in range(len(layers)) if i not in two4], budget - nm)
-            options.append((two4, found[0], nm + found[1]))
+                if nm_cycles(two4 - {i}) + sum(latency.dense[ops[j]] for j in rest(two4 - {i})) <= budget:
+                    two4 = two4 - {i}
+            found = unstructured(rest(two4), budget - nm_cycles(two4))
+            options.append((two4, found[0], nm_cycles(two4) + found[1]))
             break
         if found is not None:
-            options.append((two4, found[0], nm + found[1]))
+            options.append((two4, found[0], nm_cycles(two4) + found[1]))
     if not options:  # out of reach in this block (the slack of earlier blocks): the fastest it can be
         two4 = set(order)
-        counts = dense_unpruned(base.final_counts(top, [i for i in range(len(layers)) if i not in two4]))
-        options = [(two4, counts, sum(latency.nm[ops[i]] for i in two4) + sum(
-            latency.best(ops[i], float(counts[i].sum()) / numel[i])[1] for i in range(len(layers)) if i not in two4))]
+        counts = dense_unpruned(base.final_counts(top, rest(two4)))
+        options = [(two4, counts, nm_cycles(two4) + sum(sparse_cycles(i, counts) for i in rest(two4)))]
 
     def masks_of(option) -> dict[str, torch.Tensor]:
         two4, counts, _ = option
