@@ -13,9 +13,11 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
   ``min(dense, sparse(s))`` over the grid, linear between its corners. A format that gains nothing
   until high sparsity (CSR with 16-bit indices, a systolic array) is then still a slope the
   gradient can follow, where the exact cost is flat. Loss = reconstruction + ``beta *
-  ((block_cycles - budget) / (dense_block_cycles - budget))^2``: the miss in units of the saving
-  asked for, which is BESA's ``((s - target) / target)^2`` exactly where cycles are proportional to
-  the kept weights.
+  ((block_cycles - aim) / (dense_block_cycles - aim))^2``: the miss in units of the saving asked
+  for, which is BESA's ``((s - target) / target)^2`` exactly where cycles are proportional to the
+  kept weights. Learning starts at the uniform sparsity that meets the budget exactly, and the aim
+  is the envelope's cycles of that allocation (:meth:`LatencyModel.start`; the budget itself where
+  only 2:4 pays), so the envelope's optimism does not shift the learned level.
 - Rounding: the learned per-row sparsities are scaled (as BESA scales them to a parameter target)
   to the smallest parameter sparsity whose *exact* cost, each op in its cheapest format at its
   achieved sparsity, fits the budget (bisection). A Linear left below its sparse path's break-even
@@ -188,6 +190,25 @@ class LatencyModel:
                 self.dense[op] for op in ops):
             return 0.0
         return hi
+
+    def start(self, ops: list[str], budget: float) -> tuple[float, float]:
+        """(sparsity the learning starts from, relaxed block cycles the penalty aims at).
+
+        Where unstructured sparsity pays at the start (:meth:`uniform_sparsity` > 0): the exact
+        uniform sparsity that meets ``budget``, and the *relaxed* cycles of that uniform allocation. The
+        envelope lies below the exact cost between its corners (a bitmap's index makes the sparse path
+        cost more than the chord from dense), so aiming the relaxed cycles at the budget itself would
+        learn an allocation short of the budget, which rounding then scales up row by row; aimed at the
+        relaxed cycles of the allocation that meets it, the learned level is the one rounding keeps.
+        Elsewhere (only 2:4 pays, or no uniform sparsity meets the budget): (that start, ``budget``)."""
+        s = self.uniform_sparsity(ops, budget)
+        if s == 0.0 or sum(self.best(op, self.grid[-1])[1] for op in ops) > budget:
+            return s, budget
+        lo, hi = 0.0, self.grid[-1]
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if sum(self.best(op, mid)[1] for op in ops) > budget else (lo, mid)
+        return hi, sum(float(self.relaxed(op, torch.tensor(hi, dtype=torch.float64))) for op in ops)
 
     def summary(self) -> dict:
         return {"hardware": self.hardware, "phase": self.phase, "target_speedup": self.target_speedup,

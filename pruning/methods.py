@@ -123,7 +123,7 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
             job.carry["latency_slack"] = budget - dense
             job.info["formats"] = {op: "dense" for op in job.linears}
             return {op: torch.ones_like(lin.weight, dtype=torch.bool) for op, lin in job.linears.items()}
-        target = latency.uniform_sparsity(list(job.linears), budget)
+        target, aim = latency.start(list(job.linears), budget)
         gated = [op for op in job.linears if cfg.besa_nm_gates and latency.gains_nm(op)]
     if target == 0.0 and not gated:
         return {op: torch.ones_like(lin.weight, dtype=torch.bool) for op, lin in job.linears.items()}
@@ -148,7 +148,7 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
                                   seed=cfg.seed + job.index, samples=cfg.besa_samples,
                                   carry=job.carry if _carry_d(cfg) else None, clip_lr=cfg.lwc_lr,
                                   penalty=None if latency is None else latency_penalty(
-                                      latency, cfg.besa_beta, list(job.linears), budget))
+                                      latency, cfg.besa_beta, list(job.linears), aim))
     formats = {}
     if latency is None:
         counts = learner.final_counts(target)

@@ -211,3 +211,15 @@ def test_a_gated_linears_unstructured_logits_still_learn():
     sum(make().pow(2).sum() for make in makers.values()).backward()
     # the soft mixture's gradient: (1 - q) of the reconstruction reaches the unstructured logits
     assert all(la.logits.grad is not None and la.logits.grad.abs().sum() > 0 for la in learner.layers)
+
+
+def test_the_penalty_aims_at_the_envelopes_cycles_of_the_allocation_that_meets_the_budget():
+    # a bitmap-like path: as dense at 0.1 (the index), then linear; the envelope is the chord from
+    # (0, 100) to (0.9, 20), below the exact cost in between
+    m = LatencyModel(1.25, (0.0, 0.1, 0.5, 0.9), {"q_proj": 100.0}, {"q_proj": (120.0, 100.0, 60.0, 20.0)}, 0.0, 1)
+    start, aim = m.start(["q_proj"], m.block_budget)  # budget 80: exact uniform sparsity 0.3
+    assert start == pytest.approx(0.3, abs=1e-6)
+    assert aim == pytest.approx(100 - 0.3 * 80 / 0.9, abs=1e-4)  # 73.3: the chord at 0.3, not the budget
+    # where only 2:4 pays, learning starts dense and aims at the budget itself
+    sys = _systolic()
+    assert sys.start(["q_proj", "up_proj"], sys.block_budget) == (0.0, sys.block_budget)
