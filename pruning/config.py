@@ -246,7 +246,9 @@ class PruneConfig:
         if self.method == "sparsegpt" or (self.method == "besa" and self.besa_reconstruct):
             out.update(blocksize=self.sparsegpt_blocksize, percdamp=self.sparsegpt_percdamp)
         if self.method == "besa":
-            out.update({k[5:]: v for k, v in self.__dict__.items() if k.startswith("besa_")})
+            hw_only = ("besa_gate_lr", "besa_nm_gates")  # settings of a hardware target's 2:4 gates
+            out.update({k[5:]: v for k, v in self.__dict__.items()
+                        if k.startswith("besa_") and (self.hw_target is not None or k not in hw_only)})
         if self.method == "search":
             out.update(search_samples=self.search_samples, search_step=self.search_step)
         if self.owl_m is not None:

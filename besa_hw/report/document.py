@@ -216,8 +216,8 @@ def headline_block(speed: pd.DataFrame) -> pd.DataFrame:
             return str(value)
         if "speedup" in name or "vs dense" in name:
             return f"{value:.3f}x"
-        if "latency" in name or "(uJ)" in name or "(mW)" in name:
-            return f"{value:.4g}"
+        if "latency" in name or "(uJ)" in name or "(mW)" in name:  # 4 significant digits, never e-notation
+            return f"{value:,.{max(0, 3 - int(np.floor(np.log10(abs(value)))))}f}" if value else "0"
         return f"{value:,.1f}" if "tokens/s" in name else f"{value:,}"
 
     table = speed.set_index("phase")
@@ -317,6 +317,10 @@ def hardware_shown(hw: dict) -> dict:
                                      "(derived per buffer from its size)")
     if not cfg.static_mw:
         shown["static_mw"] = f"{static_mw(cfg):.3g} (derived: MAC and buffer leakage)"
+    if not cfg.area_mm2:
+        from simulator.area import area
+
+        shown["area_mm2"] = f"{area(cfg).total_mm2:.3g} (modelled: simulator/area.py)"
     if not cfg.kv_bits:
         shown["kv_bits"] = f"{cfg.act_bits} (act_bits)"
     if not cfg.sparse_lanes:

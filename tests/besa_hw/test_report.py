@@ -146,3 +146,27 @@ def test_hardware_table_shows_the_values_used(report):
     hardware = md[md.index("### Hardware"):]
     assert "| mac_pj | 0.23 (derived from the operand widths) |" in hardware  # int8: 0.2 + 0.03 pJ
     assert "(unused: bitmap format)" in hardware and "| mac_pj | 0.0 |" not in hardware
+
+
+def test_hardware_table_shows_derived_values_not_zeros():
+    import dataclasses
+
+    from besa_hw.report.document import hardware_shown
+    from simulator import load_hardware
+    from simulator.area import area
+
+    hw = load_hardware("besa-64x64")
+    shown = hardware_shown(dataclasses.asdict(hw))
+    assert shown["area_mm2"].startswith(f"{area(hw).total_mm2:.3g} (modelled")
+    assert "derived" in shown["static_mw"] and "derived" in shown["mac_pj"]
+
+
+def test_headline_energy_and_power_read_without_e_notation():
+    import pandas as pd
+
+    from besa_hw.report.document import headline_block
+
+    speed = pd.DataFrame([{"phase": "decode", "energy per token (uJ)": 20180.4, "average power (mW)": 12003.2,
+                           "sparse latency (ms)": 1.68123}])
+    cells = dict(zip(headline_block(speed)["per phase"], headline_block(speed)["decode"]))
+    assert cells == {"energy per token (uJ)": "20,180", "average power (mW)": "12,003", "sparse latency (ms)": "1.681"}
