@@ -25,11 +25,12 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
 - Format: each op runs in its cheapest format at its achieved sparsity: ``dense`` (stored dense,
   zeros computed) or ``sparse`` (the preset's path); the run records it per layer.
 - 2:4, where the preset gains from it (a systolic array with an N:M path, CSR at 50%): each such
-  Linear also has a learned gate q = sigmoid(a) choosing between BESA's unstructured mask and a 2:4
-  mask of the same importance scores (:class:`FormatGates`). The forward pass uses the hard choice
-  ``q > 0.5`` with a straight-through gradient (the weight is ``W_u + g (W_24 - W_u)``), and the
-  relaxed cost is ``(1 - q) * envelope(s) + q * cycles(2:4)``, so the gate is pulled by the cycles it
-  saves and pushed back by the reconstruction error it adds. Rounding tries 2:4 on the k Linears
+  Linear also has a learned gate q = sigmoid(a) scoring a 2:4 mask of the same importance scores
+  against BESA's unstructured mask (:class:`FormatGates`). The gates are scored, not switched: the
+  forward pass keeps the unstructured weight, so BESA's allocation learns as it would without gates,
+  and q's gradient is the first-order change of the loss were the Linear 2:4 instead,
+  ``<dL/dW, W_24 - W_u>``. The relaxed cost is ``(1 - q) * envelope(s) + q * cycles(2:4)``, so a gate
+  is pulled by the cycles it saves and pushed back by the error it would add. Rounding tries 2:4 on the k Linears
   with the largest q (k = 0, 1, ... until the 2:4 Linears alone meet the budget; that last set drops
   the members it can do without, smallest q first), the rest unstructured as above, and keeps the
   option with the least block reconstruction error on ``search_samples`` calibration segments (the
@@ -254,7 +255,7 @@ class FormatGates(nn.Module):
         self.names = list(masks24)
         self.masks24 = masks24
         dev = next(iter(masks24.values())).device if masks24 else None
-        self.logits = nn.Parameter(torch.zeros(len(self.names), device=dev))  # q = 0.5, hard choice unstructured
+        self.logits = nn.Parameter(torch.zeros(len(self.names), device=dev))  # q = 0.5
         self.lr = lr
 
     def probs(self) -> dict[str, torch.Tensor]:
@@ -278,14 +279,12 @@ class FormatGates(nn.Module):
 
         def gated(name: str, base):
             def make() -> torch.Tensor:
-                # the hard choice's value with the soft mixture's gradient: d/dq = W_24 - W_u, and
-                # d/dW_u = 1 - q, so a gated Linear's unstructured logits still feel the reconstruction
-                # in proportion to the latency penalty they feel ((1 - q) in the relaxed cost)
+                # scored, not switched: the value is the unstructured weight, and q's gradient is the
+                # first-order change of the loss were the Linear 2:4 instead (d/dq = <dL/dW, W_24 - W_u>)
                 w = base()
                 q = probs[name].to(w.dtype)
                 w24 = weights[name] * self.masks24[name].to(weights[name].dtype)
-                soft = w + q * (w24 - w)
-                return (w24 if bool(q > 0.5) else w).detach() + (soft - soft.detach())
+                return w + (q - q.detach()) * (w24 - w).detach()
             return make
 
         return {name: gated(name, make) if name in probs else make for name, make in makers.items()}, s
