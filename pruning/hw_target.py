@@ -29,8 +29,10 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
   against BESA's unstructured mask (:class:`FormatGates`). The gates are scored, not switched: the
   forward pass keeps the unstructured weight, so BESA's allocation learns as it would without gates,
   and q's gradient is the first-order change of the loss were the Linear 2:4 instead,
-  ``<dL/dW, W_24 - W_u>``. The relaxed cost is ``(1 - q) * envelope(s) + q * cycles(2:4)``, so a gate
-  is pulled by the cycles it saves and pushed back by the error it would add. Rounding tries 2:4 on the k Linears
+  ``<dL/dW, W_24 - W_u>``. The gates' penalty is on ``(1 - q) * envelope(s) + q * cycles(2:4)`` with
+  the sparsities held fixed, so a gate is pulled by the cycles it would save beyond what the
+  allocation already saves and pushed back by the error it would add; the allocation's own penalty
+  is the one without gates, so with every gate closed the result is BESA's without gates. Rounding tries 2:4 on the k Linears
   with the largest q (k = 0, 1, ... until the 2:4 Linears alone meet the budget; that last set drops
   the members it can do without, smallest q first), the rest unstructured as above, and keeps the
   option with the least block reconstruction error on ``search_samples`` calibration segments (the
@@ -290,28 +292,33 @@ class FormatGates(nn.Module):
         return {name: gated(name, make) if name in probs else make for name, make in makers.items()}, s
 
 
-def relaxed_cycles(learner: nn.Module, latency: LatencyModel) -> torch.Tensor:
-    """A learner's relaxed block cycles: each Linear's envelope at its expected sparsity, moved towards
-    its 2:4 cycles by its gate's probability where it has one."""
+def relaxed_cycles(learner: nn.Module, latency: LatencyModel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A learner's relaxed block cycles, twice: (every Linear on its envelope at its expected sparsity,
+    as without gates; the same with each gated Linear moved towards its 2:4 cycles by its gate's
+    probability, the sparsities held fixed, or None without gates). The first trains the allocation,
+    the second the gates, so the allocation learns exactly as it would without gates and the gates
+    compete for the saving the allocation has not yet made."""
     gates = learner.probs() if isinstance(learner, FormatGates) else {}
-    total = 0.0
+    alloc, mixed = 0.0, 0.0
     for name, s in learner.layer_sparsities().items():
         op = _op_of(name)
         c = latency.relaxed(op, s)
-        if name in gates:
-            c = c + gates[name].double() * (latency.nm[op] - c)
-        total = total + c
-    return total
+        alloc = alloc + c
+        mixed = mixed + (c.detach() + gates[name].double() * (latency.nm[op] - c.detach()) if name in gates
+                         else c.detach())
+    return alloc, mixed if gates else None
 
 
 def latency_penalty(latency: LatencyModel, beta: float, ops: list[str], budget: float):
     """``beta * ((relaxed block cycles - budget) / (dense block cycles - budget))^2`` of a learner: the
     miss in units of the saving the target asks for, so that where latency is proportional to the kept
-    weights this is BESA's own ``((s - target) / target)^2``."""
+    weights this is BESA's own ``((s - target) / target)^2``; with gates, the same of their cycles too
+    (:func:`relaxed_cycles`)."""
     saving = sum(latency.dense[op] for op in ops) - budget
 
     def penalty(learner) -> torch.Tensor:
-        return (beta * ((relaxed_cycles(learner, latency) - budget) / saving) ** 2).float()
+        return sum(beta * ((c - budget) / saving) ** 2 for c in relaxed_cycles(learner, latency)
+                   if c is not None).float()
     return penalty
 
 

@@ -225,3 +225,24 @@ def test_the_penalty_aims_at_the_envelopes_cycles_of_the_allocation_that_meets_t
     # where only 2:4 pays, learning starts dense and aims at the budget itself
     sys = _systolic()
     assert sys.start(["q_proj", "up_proj"], sys.block_budget) == (0.0, sys.block_budget)
+
+
+def test_gates_leave_the_allocations_penalty_as_without_them():
+    from pruning.hw_target import latency_penalty
+
+    m = LatencyModel(1.25, (0.0, 0.5, 0.9), {"q_proj": 100.0, "up_proj": 300.0},
+                     {"q_proj": (100.0, 50.0, 10.0), "up_proj": (300.0, 150.0, 30.0)}, 0.0, 1, "toy", "decode",
+                     {"q_proj": 45.0, "up_proj": 140.0})
+    gated, _ = _learner(m, target=0.2)
+    # aim 250: the allocation's relaxed cycles at its start (~0.2, about 320) are above it, so the gates
+    # are pulled open (and at an aim the allocation alone meets, they would be pushed shut)
+    penalty = latency_penalty(m, 5.0, ["q_proj", "up_proj"], 250.0)
+    penalty(gated).backward()
+    with_gates = [la.logits.grad.clone() for la in gated.learner.layers]
+    plain = gated.learner
+    for la in plain.layers:
+        la.logits.grad = None
+    penalty(plain).backward()
+    for a, la in zip(with_gates, plain.layers):
+        assert torch.allclose(a, la.logits.grad)  # the allocation's gradient is the one without gates
+    assert gated.logits.grad is not None and torch.all(gated.logits.grad < 0)  # both gates pulled open
