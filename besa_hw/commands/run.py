@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             t = time.perf_counter()
             try:
+                # a method that updates the kept weights (OBS) is evaluated from its saved model
                 prune_to_run(args.model, args.gguf_file, job["cfg"], job["calib"], work, device=job["device"],
-                             save_model=args.save_model, progress=True, dtype=job["dtype"], blocks=args.blocks,
+                             save_model=args.save_model or (ev.enabled and job["cfg"].updates_weights), progress=True, dtype=job["dtype"], blocks=args.blocks,
                              checkpoint_dir=job["partial"], resume=args.resume, activations=job["activations"])
             except BaseException:
                 keep_if_resumable(job["partial"], out)
