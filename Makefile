@@ -70,18 +70,25 @@ report: install
 	cp -r runs/example/report reports/smollm2-135m-besa
 
 # Compare allocations of the default model (BESA row/layer, Wanda, SparseGPT, magnitude; demo settings).
-compare-example: install
-	$(VENV)/bin/besa-hw run --reuse --no-report --out runs/example
+# The runs are made once (delete runs/cmp-* to make them again); the reports are written under runs/ and
+# copied, so that they record a clean tree.
+CMP_RUNS := runs/example runs/cmp-besa-layer runs/cmp-wanda runs/cmp-sparsegpt runs/cmp-magnitude
+CMP_NAMES := besa-row besa-layer wanda sparsegpt magnitude
+runs/example/manifest.json:
+	$(VENV)/bin/besa-hw run --no-report --out runs/example
+runs/cmp-besa-layer/manifest.json:
 	$(VENV)/bin/besa-hw run --method besa --allocation layer --no-report --overwrite --out runs/cmp-besa-layer
-	$(VENV)/bin/besa-hw run --method wanda --no-report --overwrite --out runs/cmp-wanda
-	$(VENV)/bin/besa-hw run --method sparsegpt --no-report --overwrite --out runs/cmp-sparsegpt
-	$(VENV)/bin/besa-hw run --method magnitude --no-report --overwrite --out runs/cmp-magnitude
+runs/cmp-%/manifest.json:
+	$(VENV)/bin/besa-hw run --method $* --no-report --overwrite --out runs/cmp-$*
+
+compare-example: install $(addsuffix /manifest.json,$(CMP_RUNS))
+	@git diff --quiet HEAD -- . ':!reports' || { echo "make compare-example: commit your changes first"; exit 1; }
+	rm -rf runs/compare-smollm2-135m runs/compare-smollm2-135m-balanced
+	$(VENV)/bin/besa-hw compare $(CMP_RUNS) --names $(CMP_NAMES) --out runs/compare-smollm2-135m
+	$(VENV)/bin/besa-hw compare $(CMP_RUNS) --names $(CMP_NAMES) --set row_schedule=balanced \
+		--out runs/compare-smollm2-135m-balanced
 	rm -rf reports/compare-smollm2-135m reports/compare-smollm2-135m-balanced
-	$(VENV)/bin/besa-hw compare runs/example runs/cmp-besa-layer runs/cmp-wanda runs/cmp-sparsegpt runs/cmp-magnitude \
-		--names besa-row besa-layer wanda sparsegpt magnitude --out reports/compare-smollm2-135m
-	$(VENV)/bin/besa-hw compare runs/example runs/cmp-besa-layer runs/cmp-wanda runs/cmp-sparsegpt runs/cmp-magnitude \
-		--names besa-row besa-layer wanda sparsegpt magnitude --set row_schedule=balanced \
-		--out reports/compare-smollm2-135m-balanced
+	cp -r runs/compare-smollm2-135m runs/compare-smollm2-135m-balanced reports/
 
 # The committed example sweep (reports/sweep-llama-7b/): LLaMA-7B decode (context 2048) and prefill (2048) on the
 # besa-64x64 family, array shape x weight buffer x DRAM bandwidth, under a 20 W average-power budget.
