@@ -48,10 +48,10 @@ bench-run-scale: install
 # Plain BESA and the uniform baselines are cached in runs/.cache/codesign/ (measured once per setting).
 bench-codesign: install
 	$(PY) bench/codesign.py --presets besa-64x64,vitcod-64x8 --phase decode --sparsities 0.4,0.5,0.6,0.7 \
-		--targets 'besa-64x64=1.25/1.3/1.35;vitcod-64x8=1.05/1.1/1.15' --hw-methods besa,search \
+		--targets 'besa-64x64=1.25/1.3/1.35;vitcod-64x8=1.05/1.1/1.15' --hw-methods besa \
 		--nsamples 8 --windows 16 --search-samples 1
 	$(PY) bench/codesign.py --presets systolic-64x64 --phase decode --sparsities '' --baselines sparsegpt-2:4 \
-		--targets 1.15,1.25,1.35 --hw-methods besa,besa-recon,search --nsamples 8 --windows 16 --search-samples 1
+		--targets 1.25,1.35 --hw-methods besa --nsamples 8 --windows 16 --search-samples 1
 
 # The paper's zero-shot table on seeded subsets of at most 500 documents per task (issue 17 C; hours on 2 CPUs).
 bench-zeroshot: install
