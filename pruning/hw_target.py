@@ -169,6 +169,15 @@ class LatencyModel:
         dev = sparsity.device
         return _interp_torch(xs.to(dev), ys.to(dev), sparsity.double())
 
+    def _smallest_fitting(self, cost, budget: float) -> float:
+        """The smallest uniform sparsity on [0, grid end] whose ``cost(s)`` (non-increasing) fits ``budget``
+        (bisection; the grid's end when none does)."""
+        lo, hi = 0.0, self.grid[-1]
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if cost(mid) > budget else (lo, mid)
+        return hi
+
     def gains_nm(self, op: str) -> bool:
         """Whether a 2:4 mask runs ``op`` faster than dense on this preset."""
         return self.nm.get(op, math.inf) < self.dense[op]
@@ -185,10 +194,7 @@ class LatencyModel:
         unstructured path itself gains nothing at s (CSR at low sparsity, a systolic array): the 2:4
         gates then carry the saving, and the reconstruction does not start from a mask that buys nothing."""
         budget = self.block_budget if budget is None else budget
-        lo, hi = 0.0, self.grid[-1]
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if sum(self._envelope_nm(op, mid) for op in ops) > budget else (lo, mid)
+        hi = self._smallest_fitting(lambda s: sum(self._envelope_nm(op, s) for op in ops), budget)
         if any(self.gains_nm(op) for op in ops) and sum(self.best(op, hi)[1] for op in ops) >= sum(
                 self.dense[op] for op in ops):
             return 0.0
@@ -207,10 +213,7 @@ class LatencyModel:
         s = self.uniform_sparsity(ops, budget)
         if s == 0.0 or sum(self.best(op, self.grid[-1])[1] for op in ops) > budget:
             return s, budget
-        lo, hi = 0.0, self.grid[-1]
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if sum(self.best(op, mid)[1] for op in ops) > budget else (lo, mid)
+        hi = self._smallest_fitting(lambda s: sum(self.best(op, s)[1] for op in ops), budget)
         return hi, sum(float(self.relaxed(op, torch.tensor(hi, dtype=torch.float64))) for op in ops)
 
     def summary(self) -> dict:

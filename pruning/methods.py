@@ -122,9 +122,10 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
         if budget >= dense:  # the block may stay dense (earlier blocks saved enough)
             job.carry["latency_slack"] = budget - dense
             job.info["formats"] = {op: "dense" for op in job.linears}
-            return {op: torch.ones_like(lin.weight, dtype=torch.bool) for op, lin in job.linears.items()}
-        target, aim = latency.start(list(job.linears), budget)
-        gated = [op for op in job.linears if cfg.besa_nm_gates and latency.gains_nm(op)]
+            target = 0.0
+        else:
+            target, aim = latency.start(list(job.linears), budget)
+            gated = [op for op in job.linears if cfg.besa_nm_gates and latency.gains_nm(op)]
     if target == 0.0 and not gated:
         return {op: torch.ones_like(lin.weight, dtype=torch.bool) for op, lin in job.linears.items()}
     # Scores are computed one Linear at a time as the learner ranks them (a 7B block's are 0.8 GB).
