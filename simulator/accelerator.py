@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
+from simulator import recurrence
 from simulator.config import HardwareConfig
 from simulator.engines import Engine
 from simulator.memory import DramChannel
@@ -82,76 +83,20 @@ class Accelerator:
                          _whole(dram.busy_cycles), max(0, total - busy))
 
     def pipeline_result(self, plan: Plan) -> SimResult | None:
-        """The SimPy model's answer without SimPy, or None where it cannot be sure of SimPy's order.
-
-        The DRAM channel is a FIFO server, so its transfers are served in the order they are requested:
-        load i once load i-1 is done and a tile buffer is free (with B buffers, buffer i - B frees when
-        step i - B's compute ends), the write of step s when its compute ends. Step s computes from
-        max(end of step s-1, end of load s). The same float operations in the same order as the SimPy
-        run give the same cycles. A write and a load requested at the same instant are served in the
-        order SimPy's event queue happens to hold them; this returns None for such a tie (SimPy then
-        runs the op), which real plans, whose times are sums of fractional cycles, almost never have."""
+        """The SimPy model's answer without SimPy (``recurrence.compiled``), or None where it cannot be
+        sure of SimPy's order: a write and a load requested at the same instant are served in the order
+        SimPy's event queue happens to hold them, which real plans, whose times are sums of fractional
+        cycles, almost never have."""
         bpc = self.bytes_per_cycle
-        loads = [0.0 if bpc is None or b <= 0 else float(b) / bpc for b in plan.load_bytes]
-        writes = [0.0 if bpc is None or b <= 0 else float(b) / bpc for b in plan.write_bytes]
-        steps = [float(c) for c in plan.step_cycles]
-        n, nbuf = len(loads), 2 if self.hw.double_buffer else 1
+        steps = np.asarray(plan.step_cycles, dtype=np.float64)
+        loads, writes = (np.zeros(len(b)) if bpc is None else
+                         np.where(b > 0, np.asarray(b, dtype=np.float64) / bpc, 0.0)
+                         for b in (plan.load_bytes, plan.write_bytes))
         t0 = self.hw.op_overhead_cycles if self.hw.op_overhead_cycles > 0 else 0.0
-        load_end, c_end = [0.0] * n, [0.0] * n
-        port_free = dram_busy = busy = 0.0
-        last = prev_load_end = t0
-        computed = 0  # steps whose compute end is known
-
-        def compute_through(upto: int) -> None:  # compute ends of the steps before ``upto``
-            nonlocal computed, busy
-            while computed < upto:
-                ready = load_end[computed]
-                c_end[computed] = (max(c_end[computed - 1], ready) if computed else ready) + steps[computed]
-                busy += steps[computed]
-                computed += 1
-
-        i = w = 0  # next load, next write to serve
-        while i < n or w < n:
-            while w < min(i, n) and writes[w] <= 0:  # an empty write never touches the channel
-                w += 1
-            if w >= n and i >= n:
-                break
-            load_req = None
-            if i < n:
-                if i >= nbuf:
-                    compute_through(i - nbuf + 1)
-                    load_req = max(prev_load_end, c_end[i - nbuf])
-                else:
-                    load_req = prev_load_end
-            if w < i:
-                compute_through(w + 1)
-            write_first = w < i and (load_req is None or c_end[w] < load_req)
-            if w < i and load_req is not None and loads[i] > 0 and c_end[w] == load_req:
-                # A write and a load requested at the same instant. When the loader was waiting for the
-                # buffer that step i - B's end frees, the writers of the steps up to i - B start (urgent
-                # events) before the loader resumes; later writers start after it. Otherwise the order
-                # hangs on which timeout SimPy created first: let SimPy run the op.
-                if not (i >= nbuf and c_end[i - nbuf] > prev_load_end):
-                    return None
-                write_first = w <= i - nbuf
-            if write_first:
-                start = max(c_end[w], port_free)
-                port_free = start + writes[w]
-                dram_busy += writes[w]
-                last = max(last, port_free)
-                w += 1
-            else:
-                if loads[i] > 0:
-                    start = max(load_req, port_free)
-                    port_free = start + loads[i]
-                    dram_busy += loads[i]
-                    load_end[i] = port_free
-                else:
-                    load_end[i] = load_req
-                prev_load_end = load_end[i]
-                i += 1
-        compute_through(n)
-        total = max(last, prev_load_end, c_end[-1] if n else 0.0)
+        total, busy, dram_busy = recurrence.compiled(loads, writes, steps, 2 if self.hw.double_buffer else 1,
+                                                     float(t0))
+        if total == recurrence.TIE:
+            return None
         return SimResult(_whole(total), _whole(_engine_busy(plan.dense_cycles)), _whole(_engine_busy(plan.sparse_cycles)),
                          _whole(busy), _whole(dram_busy), max(0, _whole(total) - _whole(busy)))
 

@@ -14,7 +14,7 @@ from simulator.config import HardwareConfig
 from simulator.energy import EnergyBreakdown, op_energy
 from simulator.partition import MaskStats, mask_stats
 from simulator.sram_traffic import array_accesses
-from simulator.tiling import Plan, plan_op
+from simulator.tiling import Plan, plan_key, plan_op
 from simulator.vector import plan_vector
 from simulator.workload import LayerOp
 
@@ -80,9 +80,15 @@ class Simulator:
     """Simulates `LayerOp`s; dense baselines are cached per (shape, tokens)."""
 
     def __init__(self, hw: HardwareConfig, compute_only: bool = False, max_steps: int = 256,
-                 fast: bool = False) -> None:
+                 fast: bool = False, plans: dict | None = None) -> None:
         """``fast``: each op's pipeline as a recurrence instead of a SimPy run, with the same cycles
-        (``Accelerator.pipeline_result``; SimPy still runs the rare op whose order hangs on a tie)."""
+        (``Accelerator.pipeline_result``; SimPy still runs the rare op whose order hangs on a tie).
+
+        ``plans``: a cache of plans shared between simulators of hardware points that differ only
+        in what a plan never reads (``tiling.PLAN_FREE_FIELDS``: DRAM bandwidth, clock, energy
+        and area figures), as a sweep's points do; keyed by the rest of the hardware, so sharing
+        it is always safe. A sparse op's plans are cached under its statistics object, which must
+        stay alive as long as the cache (the sweep's do)."""
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
         self.fast = fast
@@ -91,14 +97,23 @@ class Simulator:
         self.max_steps = max_steps
         self.accelerator = Accelerator(hw, compute_only)
         self._dense: dict[tuple, tuple[Plan, SimResult]] = {}
+        self._plans = {} if plans is None else plans
+        self._plan_key = (plan_key(hw), max_steps)
+
+    def _plan(self, key: tuple, make: Callable[[], Plan]) -> Plan:
+        key = (self._plan_key, *key)
+        if key not in self._plans:
+            self._plans[key] = make()
+        return self._plans[key]
 
     def dense(self, out_f: int, in_f: int, tokens: int, weight_bits: int | None = None, repeat: int = 1,
               causal: bool = False, group_size: int | None = None) -> tuple[Plan, SimResult]:
         """Plan and SimPy result of a dense matmul (the baseline of a Linear, or an attention op)."""
         key = ("matmul", out_f, in_f, tokens, weight_bits, repeat, causal, group_size)
         if key not in self._dense:
-            plan = plan_op(out_f, in_f, tokens, self.hw, in_f, None, self.max_steps, weight_bits=weight_bits,
-                           repeat=repeat, causal=causal, group_size=group_size)
+            plan = self._plan(key, lambda: plan_op(out_f, in_f, tokens, self.hw, in_f, None, self.max_steps,
+                                                   weight_bits=weight_bits, repeat=repeat, causal=causal,
+                                                   group_size=group_size))
             self._dense[key] = (plan, self.accelerator.run(plan, self.fast))
         return self._dense[key]
 
@@ -112,7 +127,8 @@ class Simulator:
         key = ("vector", elements, op.ops_per_element, op.inputs, op.weight_bits, op.kind)
         if key not in self._dense:
             bits = self.hw.weight_bits if op.kind == "embedding" else op.weight_bits
-            plan = plan_vector(elements, op.ops_per_element, op.inputs, self.hw, bits, self.max_steps)
+            plan = self._plan(key, lambda: plan_vector(elements, op.ops_per_element, op.inputs, self.hw, bits,
+                                                       self.max_steps))
             self._dense[key] = (plan, self.accelerator.run(plan, self.fast))
         return self._dense[key]
 
@@ -127,10 +143,13 @@ class Simulator:
     def sparse_plan(self, stats: MaskStats, tokens: int, nm: tuple[int, int] | None = None,
                     weight_bits: int | None = None, group_size: int | None = None) -> Plan:
         """Plan of the column split with the lowest estimated latency."""
-        plans = [plan_op(stats.out_features, stats.in_features, tokens, self.hw, k,
-                         stats.row_nnz_sparse(c), self.max_steps, nm=nm, weight_bits=weight_bits,
-                         group_size=group_size)
-                 for c, k in enumerate(stats.dense_cols)]
+        def make() -> tuple[MaskStats, list[Plan]]:  # the statistics are kept to pin their id
+            return stats, [plan_op(stats.out_features, stats.in_features, tokens, self.hw, k,
+                                   stats.row_nnz_sparse(c), self.max_steps, nm=nm, weight_bits=weight_bits,
+                                   group_size=group_size)
+                           for c, k in enumerate(stats.dense_cols)]
+
+        _, plans = self._plan(("sparse", id(stats), tokens, nm, weight_bits, group_size), make)
         bpc = self.accelerator.bytes_per_cycle
         # Ties (to a cycle) go to the split with more dense columns: a dense mask runs dense.
         return min(plans, key=lambda p: (round(p.estimate_cycles(bpc, self.hw.double_buffer)), -p.dense_cols))

@@ -18,10 +18,12 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from simulator import recurrence
 from simulator.area import area
 from simulator.config import HardwareConfig, apply_overrides, parse_value, read_document
 from simulator.partition import MaskStats
 from simulator.simulate import LAYER_COLUMNS, Simulator
+from simulator.tiling import plan_key
 from simulator.workload import LayerOp
 
 __all__ = ["parse_grid", "load_sweep_file", "grid_points", "run_sweep"]
@@ -85,35 +87,57 @@ def _stats_task(args: tuple[int, HardwareConfig]) -> MaskStats | None:
 
 
 def point_rows(ops: Sequence[LayerOp], stats: Sequence[MaskStats | None], point: int, params: dict,
-               hw: HardwareConfig, compute_only: bool, fast: bool = True) -> list[dict]:
+               hw: HardwareConfig, compute_only: bool, fast: bool = True, plans: dict | None = None) -> list[dict]:
     """One grid point: every op simulated with its precomputed mask statistics (``fast``: the pipeline
-    recurrence, the SimPy model's cycles without SimPy; see Accelerator.pipeline_result)."""
-    sim = Simulator(hw, compute_only=compute_only, fast=fast)
+    recurrence, the SimPy model's cycles without SimPy; see Accelerator.pipeline_result). ``plans``:
+    a plan cache shared with other points (see Simulator)."""
+    sim = Simulator(hw, compute_only=compute_only, fast=fast, plans=plans)
     return [{"point": point, **params, **vars(sim.run_op(op, st))} for op, st in zip(ops, stats)]
+
+
+def group_rows(ops: Sequence[LayerOp], stats: dict[tuple, Sequence[MaskStats | None]],
+               group: list[tuple[int, dict, HardwareConfig]], compute_only: bool, fast: bool = True) -> list[dict]:
+    """Points that differ only in fields no plan reads (DRAM bandwidth, clock, energy figures), with
+    their plans made once: each op's tiling is computed for the group, its pipeline for every point."""
+    plans: dict = {}
+    return [row for point, params, hw in group
+            for row in point_rows(ops, stats[_stats_key(hw)], point, params, hw, compute_only, fast, plans)]
+
+
+def plan_groups(points: list[tuple[dict, HardwareConfig]]) -> list[list[tuple[int, dict, HardwareConfig]]]:
+    """The points grouped by what their plans read (``tiling.plan_key``), in point order."""
+    groups: dict[tuple, list] = {}
+    for i, (params, hw) in enumerate(points):
+        groups.setdefault((plan_key(hw), _stats_key(hw)), []).append((i, params, hw))
+    return list(groups.values())
 
 
 def _stats_key(hw: HardwareConfig) -> tuple:
     return tuple(getattr(hw, f) for f in _STATS_FIELDS)
 
 
-def _point_task(args: tuple[int, dict, HardwareConfig, bool]) -> list[dict]:
-    point, params, hw, compute_only = args
-    return point_rows(_SHARED["ops"], _SHARED["stats"][_stats_key(hw)], point, params, hw, compute_only,
-                      _SHARED.get("fast", True))
+def _group_task(args: tuple[list, bool]) -> list[dict]:
+    group, compute_only = args
+    return group_rows(_SHARED["ops"], _SHARED["stats"], group, compute_only, _SHARED.get("fast", True))
 
 
-def _pool_map(fn: Callable, tasks: list, workers: int, tick: Callable[[], None]) -> list:
+def _pool_map(fn: Callable, tasks: list, workers: int, tick: Callable[[], None],
+              weights: list[int] | None = None) -> list:
+    """``fn`` over ``tasks`` in order; ``tick`` once per unit of ``weights`` (default 1) of each task done."""
+    weights = weights or [1] * len(tasks)
     if workers <= 1 or len(tasks) <= 1 or "fork" not in mp.get_all_start_methods():
         out = []
-        for t in tasks:
+        for t, n in zip(tasks, weights):
             out.append(fn(t))
-            tick()
+            for _ in range(n):
+                tick()
         return out
     with mp.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
         out = []
-        for r in pool.imap(fn, tasks):
+        for r, n in zip(pool.imap(fn, tasks), weights):
             out.append(r)
-            tick()
+            for _ in range(n):
+                tick()
         pool.close()  # let the workers exit on their own instead of being terminated
         pool.join()
         return out
@@ -128,12 +152,15 @@ def _worker_signals() -> None:
 
 def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]], compute_only: bool = False,
               workers: int | None = None, tick: Callable[[], None] = lambda: None,
-              scheduler: str | None = None, fast: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+              scheduler: str | None = None, fast: bool = True,
+              share_plans: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate `ops` at every point: (tidy per point x op table, per-point totals with each point's area).
 
     Mask statistics are computed here (a local process pool); the points run in the same pool,
     or on a Dask cluster when ``scheduler`` is its address ("local": a LocalCluster of
-    ``workers`` processes). Both give the same numbers.
+    ``workers`` processes). Both give the same numbers. Points that differ only in fields no plan
+    reads run in one task that makes each op's plans once (``share_plans=False``: one task per
+    point, every plan made for it; the same numbers, for benchmarks).
     """
     workers = workers or os.cpu_count() or 1
     _SHARED.clear()
@@ -143,11 +170,15 @@ def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]],
             if _stats_key(hw) not in _SHARED["stats"]:
                 _SHARED["stats"][_stats_key(hw)] = _pool_map(_stats_task, [(i, hw) for i in range(len(ops))],
                                                              workers, tick)
+        groups = plan_groups(points) if share_plans else [[(i, *p)] for i, p in enumerate(points)]
+        recurrence.warm()  # compiled (or read from numba's cache) once, before the workers fork
         if scheduler:
-            rows = _dask_rows(points, compute_only, workers, tick, scheduler)
+            rows = _dask_rows(groups, compute_only, workers, tick, scheduler)
         else:
-            tasks = [(i, params, hw, compute_only) for i, (params, hw) in enumerate(points)]
-            rows = [r for chunk in _pool_map(_point_task, tasks, workers, tick) for r in chunk]
+            tasks = [(group, compute_only) for group in groups]
+            rows = [r for chunk in _pool_map(_group_task, tasks, workers, tick, [len(g) for g in groups])
+                    for r in chunk]
+        rows.sort(key=lambda r: r["point"])  # groups interleave points; each point's ops stay in order (stable)
     finally:
         stats = _SHARED.pop("stats", None)
         _SHARED.clear()
@@ -159,9 +190,9 @@ def run_sweep(ops: Sequence[LayerOp], points: list[tuple[dict, HardwareConfig]],
     return tidy, totals.merge(areas, on="point", how="left")
 
 
-def _dask_rows(points: list[tuple[dict, HardwareConfig]], compute_only: bool, workers: int,
+def _dask_rows(groups: list[list[tuple[int, dict, HardwareConfig]]], compute_only: bool, workers: int,
                tick: Callable[[], None], scheduler: str) -> list[dict]:
-    """The points on a Dask cluster: ops and statistics are scattered once, one task per point."""
+    """The points on a Dask cluster: ops and statistics are scattered once, one task per plan group."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -172,12 +203,13 @@ def _dask_rows(points: list[tuple[dict, HardwareConfig]], compute_only: bool, wo
     try:
         with Client(cluster if cluster is not None else scheduler, timeout="10s") as client:
             ops = client.scatter(_SHARED["ops"], broadcast=True)
-            stats = {key: client.scatter(val, broadcast=True) for key, val in _SHARED["stats"].items()}
-            futures = [client.submit(point_rows, ops, stats[_stats_key(hw)], i, params, hw, compute_only,
-                                     _SHARED.get("fast", True), pure=False)
-                       for i, (params, hw) in enumerate(points)]
-            for _ in as_completed(futures):
-                tick()
+            stats = client.scatter(_SHARED["stats"], broadcast=True)
+            futures = [client.submit(group_rows, ops, stats, group, compute_only, _SHARED.get("fast", True),
+                                     pure=False) for group in groups]
+            sizes = {f.key: len(g) for f, g in zip(futures, groups)}
+            for done in as_completed(futures):
+                for _ in range(sizes[done.key]):
+                    tick()
             return [r for f in futures for r in f.result()]
     except OSError as exc:
         raise ValueError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None

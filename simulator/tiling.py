@@ -19,6 +19,7 @@ by scaling its MACs and its weight-side operand reads by ``(M + 1) / (2M)``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +29,22 @@ from simulator.dataflow import Mapping, best_mapping
 from simulator.engines import dense_cycles, sparse_cycles, split_pes, systolic_cycles
 from simulator.memory import row_bytes
 
-__all__ = ["Plan", "plan_op", "plan_steps", "merge_steps", "MAX_TILE_STEPS"]
+__all__ = ["Plan", "plan_op", "plan_steps", "merge_steps", "plan_key", "MAX_TILE_STEPS", "PLAN_FREE_FIELDS"]
 
 # Tiles one op may unroll before they are merged: ~2**26 already take gigabytes and seconds per
 # plan; beyond that a workload is refused rather than exhaust memory.
 MAX_TILE_STEPS = 1 << 26
+
+# Hardware fields that neither plan_op nor vector.plan_vector reads (tests/simulator/test_plan_cache.py
+# records every field they read): the time the pipeline takes and the energy and area figures, not the plan.
+PLAN_FREE_FIELDS = ("name", "freq_mhz", "dram_gbps", "dram_efficiency", "op_overhead_us", "mac_pj",
+                    "sram_pj_per_byte", "dram_pj_per_byte", "static_mw", "sram_device", "logic_area_factor",
+                    "area_mm2", "column_split", "dense_column_threshold")
+
+
+def plan_key(hw: HardwareConfig) -> tuple:
+    """The hardware as a plan sees it: every field but ``PLAN_FREE_FIELDS``."""
+    return tuple(getattr(hw, f.name) for f in dataclasses.fields(hw) if f.name not in PLAN_FREE_FIELDS)
 
 
 @dataclass(frozen=True)

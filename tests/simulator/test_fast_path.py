@@ -54,3 +54,16 @@ def test_whole_decoder_steps_are_identical(preset, phase):
     ops = build_ops(WorkloadSpec(shape="smollm2-135m", phase=phase, blocks=2, tokens=256))
     hw = load_hardware(preset)
     assert Simulator(hw, fast=True).run(ops) == Simulator(hw).run(ops)
+
+
+def test_the_compiled_recurrence_is_compiled_and_equal_to_the_python_loop():
+    from simulator import recurrence
+
+    assert recurrence.COMPILED, "numba is a dependency: the sweep's speed relies on the compiled loop"
+    assert recurrence.compiled is not recurrence.pipeline
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(0, 40))
+        loads, writes, steps = (rng.random(n) * rng.integers(0, 2, n) for _ in range(3))
+        args = (loads, writes, steps, int(rng.integers(1, 3)), float(rng.choice([0.0, 3.5])))
+        assert recurrence.compiled(*args) == recurrence.pipeline(*args)
