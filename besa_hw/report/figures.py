@@ -135,9 +135,10 @@ def speedup_by_op(layers_by_phase: Mapping[str, pd.DataFrame], path: str | Path)
         per_op = _speedup(df, "op").reindex(ops)
         x = np.arange(len(ops)) + (i - (len(layers_by_phase) - 1) / 2) * width
         bars = ax_op.bar(x, per_op, width, color=color, label=f"{phase} per op type")
-        # Ops that pruning does not touch sit at exactly 1.00x: label only the others.
+        # Ops that pruning does not touch sit at exactly 1.00x: label only the others, upright so that
+        # the labels of neighbouring bars never run into each other.
         ax_op.bar_label(bars, labels=[f"{v:.2f}" if abs(v - 1.0) > 5e-4 else "" for v in per_op.fillna(1.0)],
-                        fontsize=7, padding=1)
+                        fontsize=7, padding=2, rotation=90)
         per_block = _speedup(block_rows(df), "block").sort_index()
         shown += [per_op.to_numpy(), per_block.to_numpy()]
         ax_blk.plot(per_block.index, per_block, marker=".", color=color, label=f"{phase} per block")
@@ -153,9 +154,12 @@ def speedup_by_op(layers_by_phase: Mapping[str, pd.DataFrame], path: str | Path)
     ax_blk.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_blk.set_title("Speedup per block (dashed: end-to-end, dotted: Linear-only)")
     for ax in (ax_op, ax_blk):
-        ax.set_ylabel("speedup vs dense (×, dense / sparse cycles)")
-        ratio_axis(ax, np.concatenate(shown), zero=True, headroom=0.35)  # headroom for the legend
-        ax.legend(fontsize=8, loc="upper center", ncol=2)
+        ax.set_ylabel("speedup vs dense (dense / sparse cycles)")
+        ratio_axis(ax, np.concatenate(shown), zero=True, headroom=0.15)  # headroom for the bar labels
+    # one legend under both panels, so that it never covers a bar or its label
+    handles = {label: h for ax in (ax_op, ax_blk) for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="outside lower center",
+               ncol=min(4, len(handles)))
     return save(fig, path)
 
 

@@ -22,8 +22,8 @@ MISSING = "—"
 CSS = """body{font-family:system-ui,sans-serif;max-width:1280px;margin:2em auto;padding:0 1em;color:#222}
 .table-wrap{overflow-x:auto;max-width:100%;margin:.5em 0 1.2em}
 table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em}
-th{background:#f2f2f2;white-space:nowrap}td{text-align:right;white-space:nowrap}
-td:first-child{text-align:left}td.text{text-align:left;white-space:normal;word-break:break-word}
+th{background:#f2f2f2}td{text-align:right;white-space:nowrap}
+td:first-child{text-align:left}td.text{text-align:left;white-space:normal}
 img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 code{background:#f4f4f4;padding:0 .2em}"""
 
@@ -95,11 +95,13 @@ def _inline(text: str) -> str:
 
 
 def html_table(df: pd.DataFrame) -> str:
-    """A table inside a horizontally scrolling wrapper; text columns may wrap, numbers do not."""
+    """A table inside a horizontally scrolling wrapper; text columns may wrap between words (with
+    `code` and links rendered), numbers do not."""
     cells = formatted(df)
     text = [not pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    rows = ["<tr>" + "".join(f'<td class="text">{html.escape(v)}</td>' if t and i else f"<td>{html.escape(v)}</td>"
+    # long snake_case headers may wrap after an underscore (never inside a word), so wide tables fit
+    head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in df.columns)
+    rows = ["<tr>" + "".join(f'<td class="text">{_inline(v)}</td>' if t and i else f"<td>{html.escape(v)}</td>"
                              for i, (v, t) in enumerate(zip(row, text))) + "</tr>" for row in cells.values]
     return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>'
             + "".join(rows) + "</tbody></table></div>")
