@@ -22,8 +22,10 @@ def add_hardware_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_phase_args(p: argparse.ArgumentParser) -> None:
-    """--phases/--decode-tokens/--prefill-tokens, for commands that simulate several phases."""
-    p.add_argument("--phases", default="decode,prefill", help="comma-separated: decode, prefill")
+    """--phase/--decode-tokens/--prefill-tokens, for commands that simulate several phases (``--phase``
+    names the phases everywhere; here it takes a comma-separated list, and ``--phases`` is its alias)."""
+    p.add_argument("--phase", "--phases", dest="phases", default="decode,prefill",
+                   help="comma-separated: decode, prefill (default both)")
     p.add_argument("--decode-tokens", type=int, default=1, help="batch size of the decode phase (default 1)")
     p.add_argument("--prefill-tokens", type=int, default=2048,
                    help="prompt length of the prefill phase (default 2048)")
@@ -41,7 +43,7 @@ def phase_tokens(args: argparse.Namespace) -> dict[str, int]:
     names = [s.strip() for s in args.phases.split(",") if s.strip()]
     bad = [n for n in names if n not in tokens]
     if bad or not names:
-        raise ValueError(f"--phases takes decode and/or prefill, got {args.phases!r}")
+        raise ValueError(f"--phase takes decode and/or prefill, got {args.phases!r}")
     from simulator.workload import check_tokens
 
     return {n: check_tokens(tokens[n], f"--{n}-tokens") for n in names}

@@ -293,7 +293,7 @@ RUN = [
     *[Case(f"decode-tokens-{v}", lambda e, v=v: e.run_cmd("--decode-tokens", v), "--decode-tokens")
       for v in ("0", "-1", HUGE)],
     Case("prefill-tokens-huge", lambda e: e.run_cmd("--prefill-tokens", HUGE), "--prefill-tokens"),
-    Case("phases-unknown", lambda e: e.run_cmd("--phases", "train"), "--phases"),
+    Case("phases-unknown", lambda e: e.run_cmd("--phases", "train"), "--phase takes"),
     Case("sparsity-nan", lambda e: e.run_cmd("--sparsity", "nan"), "sparsity"),
     Case("nsamples-huge", lambda e: e.run_cmd("--nsamples", HUGE), "nsamples"),
     Case("seed-negative", lambda e: e.run_cmd("--seed", "-1"), "seed"),
@@ -459,7 +459,7 @@ COMPARE = [
     *[Case(f"decode-tokens-{v}", lambda e, v=v: e.compare_runs("--decode-tokens", v), "--decode-tokens")
       for v in ("0", HUGE)],
     Case("prefill-tokens-huge", lambda e: e.compare_runs("--prefill-tokens", HUGE), "--prefill-tokens"),
-    Case("phases-unknown", lambda e: e.compare_runs("--phases", "train"), "--phases"),
+    Case("phases-unknown", lambda e: e.compare_runs("--phase", "train"), "--phase takes"),
     Case("hw-binary", lambda e: e.compare_runs("--hw", e.file("bin.toml")), ("bin.toml", "TOML")),
     Case("hw-set-tiny-sram", lambda e: e.compare_runs("--set", "weight_sram_kib=0.0001"), "weight_sram_kib"),
     Case("runs-and-profiles", lambda e: e.compare_runs("--shape", "smollm2-135m", "--profiles", e.path("x.json")),

@@ -45,7 +45,7 @@ def test_run_end_to_end_then_reuse(tiny_model_dir, text_file, tmp_path, capsys, 
 def test_run_evaluates_a_method_that_updates_weights(tiny_model_dir, text_file, tmp_path):
     # SparseGPT's OBS update changes the kept weights: run saves the model so evaluation reads them
     out = tmp_path / "run"
-    args = run_args(tiny_model_dir, text_file, out, "--no-report", "--phases", "decode")
+    args = run_args(tiny_model_dir, text_file, out, "--no-report", "--phase", "decode")
     args[args.index("wanda")] = "sparsegpt"
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -53,7 +53,7 @@ def test_run_evaluates_a_method_that_updates_weights(tiny_model_dir, text_file, 
 
 
 @pytest.mark.parametrize("extra,text", [
-    (["--phases", "decode,train"], "--phases takes decode and/or prefill"),
+    (["--phase", "decode,train"], "--phase takes decode and/or prefill"),
     (["--sparsity", "1.2"], "sparsity must be in [0, 1)"),
     (["--set", "pe_rows=0"], "pe_rows must be a positive integer"),
     (["--eval-data", "/no/such/file.txt"], "/no/such/file.txt"),
