@@ -61,18 +61,24 @@ HW_VARIANTS = {"besa-recon": {"besa_reconstruct": True},  # BESA + OBS update of
                "besa-unstructured": {"besa_nm_gates": False}}  # unstructured (and dense) formats only
 
 
-def _cached(key: str, presets: list[str], run: Path, args, method: str, fields: dict) -> dict:
-    """A run that is the same for every target (plain BESA, a uniform baseline): pruned, evaluated and
-    simulated once per setting and kept in runs/.cache/codesign/ (a preset not yet simulated prunes again)."""
-    cache = ROOT / "runs" / ".cache" / "codesign" / f"{key}.json"
-    done = json.loads(cache.read_text()) if cache.is_file() else {"speedup": {}}
+def _cached(key: str, presets: list[str], args, method: str, fields: dict) -> dict:
+    """A run that is the same for every target (plain BESA, a uniform baseline): pruned and evaluated once
+    per setting, kept in runs/.cache/codesign/runs/KEY/ (with its prune seconds and perplexity), and
+    simulated once per preset and phase (runs/.cache/codesign/KEY-PHASE.json)."""
+    cache = ROOT / "runs" / ".cache" / "codesign"
+    record = cache / f"{key}-{args.phase}.json"
+    done = json.loads(record.read_text()) if record.is_file() else {"speedup": {}}
     if "ppl" not in done or any(pr not in done["speedup"] for pr in presets):
-        done["secs"] = _prune(run, args, method, **fields)
-        done["ppl"] = _ppl(run, args)
-        done["speedup"] |= {pr: _speedup(run, pr, args.phase) for pr in presets}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(done))
-        shutil.rmtree(run)
+        run = cache / "runs" / key
+        measured = run / "measured.json"
+        if not measured.is_file():
+            shutil.rmtree(run, ignore_errors=True)
+            run.parent.mkdir(parents=True, exist_ok=True)
+            secs = _prune(run, args, method, **fields)
+            measured.write_text(json.dumps({"secs": secs, "ppl": _ppl(run, args)}))
+        done |= json.loads(measured.read_text())
+        done["speedup"] |= {pr: _speedup(run, pr, args.phase) for pr in presets if pr not in done["speedup"]}
+        record.write_text(json.dumps(done))
     return done
 
 
@@ -124,8 +130,7 @@ def main() -> int:
     plain: dict[str, list[tuple[float, float]]] = {pr: [] for pr in presets}
     rows = []
     for s in [float(v) for v in args.sparsities.split(",") if v]:
-        done = _cached(f"plain-{s}-{args.nsamples}-{args.windows}-{args.phase}", presets, work / f"plain-{s}", args,
-                       "besa", {"sparsity": s})
+        done = _cached(f"plain-{s}-{args.nsamples}-{args.windows}", presets, args, "besa", {"sparsity": s})
         for pr in presets:
             up = done["speedup"][pr]
             plain[pr].append((up, done["ppl"]))
@@ -134,8 +139,8 @@ def main() -> int:
     for spec in [b for b in args.baselines.split(",") if b]:
         method, _, level = spec.partition("-")
         fields = {"sparsity": 0.5, "nm": (2, 4)} if level == "2:4" else {"sparsity": float(level)}
-        done = _cached(f"baseline-{spec.replace(':', '')}-{args.nsamples}-{args.windows}-{args.phase}", presets,
-                       work / spec.replace(":", ""), args, method, fields)
+        done = _cached(f"baseline-{spec.replace(':', '')}-{args.nsamples}-{args.windows}", presets, args, method,
+                       fields)
         for pr in presets:
             print(f"| {pr} | {method} {level} (uniform) | {0.5 if level == '2:4' else float(level):.3f} | "
                   f"{done['speedup'][pr]:.4f}x | {done['ppl']:.2f} | - | {done['secs']:.0f} |", flush=True)
