@@ -51,7 +51,11 @@ bench-codesign: install
 		--targets 'besa-64x64=1.25/1.3/1.35;vitcod-64x8=1.05/1.1/1.15' --hw-methods besa \
 		--nsamples 8 --windows 16 --search-samples 1
 	$(PY) bench/codesign.py --presets systolic-64x64 --phase decode --sparsities '' --baselines sparsegpt-2:4 \
-		--targets 1.25,1.35 --hw-methods besa --nsamples 8 --windows 16 --search-samples 1
+		--targets 1.25,1.3,1.35 --hw-methods besa,besa-recon --nsamples 8 --windows 16 --search-samples 1
+	$(PY) bench/codesign.py --presets rtx4090-gpu --phase prefill --sparsities '' --baselines sparsegpt-2:4 \
+		--targets 1.03,1.06,1.09 --hw-methods besa --nsamples 8 --windows 16 --search-samples 1
+	$(PY) bench/codesign.py --presets rtx4090-gpu --phase decode --sparsities 0.4,0.5,0.6,0.7 --baselines sparsegpt-2:4 \
+		--targets 1.1,1.13,1.16 --hw-methods besa --nsamples 8 --windows 16 --search-samples 1
 
 # The paper's zero-shot table on seeded subsets of at most 500 documents per task (issue 17 C; hours on 2 CPUs).
 bench-zeroshot: install
