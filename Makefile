@@ -55,7 +55,7 @@ bench-codesign: install
 	$(PY) bench/codesign.py --presets vitcod-64x8 --phase decode --sparsities 0.4,0.5,0.6,0.7 --targets 1.05,1.1,1.15 \
 		--hw-methods search --nsamples 8 --windows 16 --search-samples 1
 	$(PY) bench/codesign.py --presets rtx4090-gpu --phase prefill --sparsities '' --baselines sparsegpt-2:4 \
-		--targets 1.03,1.06,1.09 --hw-methods besa --nsamples 8 --windows 16 --search-samples 1
+		--targets 1.03,1.06,1.09 --hw-methods besa,besa-recon --nsamples 8 --windows 16 --search-samples 1
 	$(PY) bench/codesign.py --presets rtx4090-gpu --phase decode --sparsities 0.4,0.5,0.6,0.7 --baselines sparsegpt-2:4 \
 		--targets 1.1,1.13,1.16 --hw-methods besa --nsamples 8 --windows 16 --search-samples 1
 
