@@ -101,10 +101,13 @@ compare-example: install $(addsuffix /manifest.json,$(CMP_RUNS))
 SWEEP_GRID := --grid pe_rows=16,32,64,128 --grid pe_cols=16,64 --grid weight_sram_kib=53,512 --grid dram_gbps=76.8,307.2
 sweep-example: install
 	@git diff --quiet HEAD -- . ':!reports' || { echo "make sweep-example: commit your changes first"; exit 1; }
+	rm -rf runs/sweep-llama-7b
+	$(VENV)/bin/besa-hw sweep --shape llama-7b --phase decode --context 2048 $(SWEEP_GRID) --budget 'power_mw<=20000' --workers 1 --out runs/sweep-llama-7b/decode
+	$(VENV)/bin/besa-hw sweep --shape llama-7b --phase prefill --tokens 2048 $(SWEEP_GRID) --budget 'power_mw<=20000' --workers 1 --out runs/sweep-llama-7b/prefill
+	rm -f runs/sweep-llama-7b/*/sweep.csv  # the per-op table (tens of MB); points.csv and sweep.json stay
+	# written under runs/ and copied, so that they record a clean tree
 	rm -rf reports/sweep-llama-7b
-	$(VENV)/bin/besa-hw sweep --shape llama-7b --phase decode --context 2048 $(SWEEP_GRID) --budget 'power_mw<=20000' --workers 1 --out reports/sweep-llama-7b/decode
-	$(VENV)/bin/besa-hw sweep --shape llama-7b --phase prefill --tokens 2048 $(SWEEP_GRID) --budget 'power_mw<=20000' --workers 1 --out reports/sweep-llama-7b/prefill
-	rm -f reports/sweep-llama-7b/*/sweep.csv  # the per-op table (tens of MB); points.csv and sweep.json stay
+	cp -r runs/sweep-llama-7b reports/
 
 bench-sweep: install
 	$(PY) bench/sweep_speed.py
