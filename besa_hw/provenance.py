@@ -35,14 +35,16 @@ def versions() -> dict[str, str]:
 
 
 def git_commit(source: Path = SOURCE_DIR) -> str:
-    """HEAD of the checkout the code runs from, "+ uncommitted changes" when dirty, or "not a git checkout"."""
+    """HEAD of the checkout the code runs from, "+ uncommitted changes" when a tracked file outside reports/
+    differs from it, or "not a git checkout"."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        # reports/ holds the committed outputs that the make targets regenerate one after another: not code
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports")
     except (OSError, subprocess.SubprocessError):
         return "not a git checkout"
     return commit + (" + uncommitted changes" if dirty else "")
