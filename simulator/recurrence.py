@@ -7,8 +7,9 @@ ends; the write of step s when its compute ends), and step s computes from max(e
 s-1, end of load s). The same float operations in the same order as the SimPy run give the
 same cycles (tests/simulator/test_fast_path.py).
 
-``pipeline`` is plain Python; ``compiled`` is the same function compiled by Numba (about
-100x faster: a sweep runs it for every op at every point). Without Numba, ``compiled`` is
+``pipeline`` is plain Python; ``compiled`` is the same function compiled by Numba (a sweep runs it
+for every op at every point: in a profile of 8 LLaMA-7B decode points, 1,920 pipelines took 2.5 s as
+Python and 0.2 s compiled, array preparation included). Without Numba, ``compiled`` is
 the Python function itself, with the same results.
 """
 
