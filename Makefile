@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-zeroshot sweep-example bench-gpu bench-sweep report compare-example clean
+.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-codesign-time bench-zeroshot sweep-example bench-gpu bench-sweep report compare-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,13 @@ bench-codesign: install
 		--targets 1.03,1.06,1.09 --hw-methods besa,besa-recon --nsamples 8 --windows 16 --search-samples 1
 	$(PY) bench/codesign.py --presets rtx4090-gpu --phase decode --sparsities 0.4,0.5,0.6,0.7 --baselines sparsegpt-2:4 \
 		--targets 1.1,1.13,1.16 --hw-methods besa --nsamples 8 --windows 16 --search-samples 1
+	$(PY) bench/codesign.py --presets besa-64x64,vitcod-64x8 --phase prefill --sparsities 0.4,0.5,0.6,0.7 \
+		--baselines sparsegpt-2:4 --targets 'besa-64x64=1.2/1.23/1.26;vitcod-64x8=1.4/1.45/1.5' --hw-methods besa \
+		--nsamples 8 --windows 16 --search-samples 1
+
+# Prune time of hardware-targeted BESA against plain BESA, one after another (issue 18's time target).
+bench-codesign-time: install
+	$(PY) bench/codesign_time.py --preset rtx4090-gpu --target 1.13 --sparsity 0.5 --repeats 2
 
 # The paper's zero-shot table on seeded subsets of at most 500 documents per task (issue 17 C; hours on 2 CPUs).
 bench-zeroshot: install

@@ -32,8 +32,8 @@ def _prune(out: Path, args, method: str = "besa", **fields) -> float:
     from pruning import CalibConfig, PruneConfig
 
     calib = CalibConfig(str(Path(args.data_dir) / "wikitext-2/wiki.valid.tokens"), args.nsamples, 512, 0)
-    extra = {"search_samples": args.search_samples} if method == "search" else {}
-    cfg = PruneConfig(method=method, seed=0, besa_samples=min(24, args.nsamples), **extra, **fields)
+    cfg = PruneConfig(method=method, seed=0, besa_samples=min(24, args.nsamples), search_samples=args.search_samples,
+                      **fields)
     t = time.perf_counter()
     # a method that updates the kept weights (OBS) needs its model saved for evaluation
     prune_to_run("smollm2-135m", None, cfg, calib, out, save_model=method == "sparsegpt" or cfg.besa_reconstruct)
@@ -111,7 +111,7 @@ def main() -> int:
                    "(no 2:4 gates), search")
     p.add_argument("--baselines", default="", help="uniform baselines pruned once and simulated on every preset, "
                    "e.g. sparsegpt-2:4,wanda-0.5")
-    p.add_argument("--search-samples", type=int, default=1, help="calibration segments of the search's errors")
+    p.add_argument("--search-samples", type=int, default=1, help="calibration segments of the search's and of BESA's rounding's errors")
     p.add_argument("--nsamples", type=int, default=32)
     p.add_argument("--windows", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)

@@ -135,7 +135,9 @@ class PruneConfig:
     owl_lambda: float = 0.08
     besa_gate_lr: float = 0.25  # BESA with a hardware target: step of the 2:4 format gates (pruning.hw_target)
     besa_nm_gates: bool = True  # BESA with a hardware target: learn 2:4 per Linear where the preset gains from it
-    search_samples: int = 4  # calibration segments the errors of search candidates and of BESA's roundings use
+    # calibration segments the errors of search candidates and of BESA's roundings use (one: four made
+    # hardware-targeted BESA take 1.56x plain BESA's time instead of 1.21x; bench/codesign_time.py)
+    search_samples: int = 1
     search_step: float = 0.1  # method search: candidate sparsities every search_step (of the latency table's grid)
 
     def __post_init__(self) -> None:
@@ -251,6 +253,8 @@ class PruneConfig:
                         if k.startswith("besa_") and (self.hw_target is not None or k not in hw_only)})
         if self.method == "search":
             out.update(search_samples=self.search_samples, search_step=self.search_step)
+        elif self.method == "besa" and self.hw_target is not None:
+            out.update(search_samples=self.search_samples)  # segments its rounding's options are measured on
         if self.owl_m is not None:
             out.update(allocation="owl", owl_m=self.owl_m, owl_lambda=self.owl_lambda)
         if self.hw_target is not None:
