@@ -147,17 +147,17 @@ def main() -> int:
     from besa_hw.pipeline import DEFAULT_CACHE, table_spec
     from pruning.hw_target import LatencyModel
     from simulator import get_shape, load_hardware
-    from simulator.latency_table import cached_table
+    from simulator.latency_table import cached_table, mask_cycles
 
     for pr in presets:
-        table, _ = cached_table(table_spec(get_shape("smollm2-135m"), args.phase, None, None), load_hardware(pr),
-                                DEFAULT_CACHE)
+        spec, hw = table_spec(get_shape("smollm2-135m"), args.phase, None, None), load_hardware(pr)
+        table, _ = cached_table(spec, hw, DEFAULT_CACHE)
         for x in targets_for(args.targets, pr):
             for method in args.hw_methods.split(","):
                 run = work / f"{method}-{pr}-{x}"
                 fields = HW_VARIANTS.get(method, {})
                 secs = _prune(run, args, method.split("-")[0], **fields,
-                              hw_target=LatencyModel.from_rows(table.to_dict("records"), x))
+                              hw_target=LatencyModel.from_rows(table.to_dict("records"), x, mask_cycles(spec, hw)))
                 from pruning.export import read_manifest
 
                 manifest = read_manifest(run)

@@ -44,12 +44,12 @@ def main() -> int:
     from besa_hw.pipeline import DEFAULT_CACHE, table_spec
     from pruning.hw_target import LatencyModel
     from simulator import get_shape, load_hardware
-    from simulator.latency_table import cached_table
+    from simulator.latency_table import cached_table, mask_cycles
 
     torch.set_num_threads(args.threads)
-    table, _ = cached_table(table_spec(get_shape("smollm2-135m"), args.phase, None, None),
-                            load_hardware(args.preset), DEFAULT_CACHE)
-    target = LatencyModel.from_rows(table.to_dict("records"), args.target)
+    spec, hw = table_spec(get_shape("smollm2-135m"), args.phase, None, None), load_hardware(args.preset)
+    table, _ = cached_table(spec, hw, DEFAULT_CACHE)
+    target = LatencyModel.from_rows(table.to_dict("records"), args.target, mask_cycles(spec, hw))
     rows = {"plain BESA": ("besa", {"sparsity": args.sparsity}, 1)}
     for n in (int(v) for v in args.search_samples.split(",")):
         rows[f"targeted BESA, rounding on {n} segment{'s' if n > 1 else ''}"] = ("besa", {"hw_target": target}, n)

@@ -130,8 +130,10 @@ def write_result(out, lm, tok, spec, cfg, calib, result, wall_seconds: float, *,
 
 
 def hw_target_record(latency, layers: dict) -> dict:
-    """The hardware target of a run and the speedup its latency table predicts for the result."""
-    cycles = latency.other + sum(latency.cycles(rec["op"], rec["achieved_sparsity"], rec.get("format"))
+    """The hardware target of a run and the speedup it predicts for the result: each layer at the cycles
+    it was priced at with its real mask where recorded, else at its latency table's."""
+    cycles = latency.other + sum(rec["cycles"] if "cycles" in rec else
+                                 latency.cycles(rec["op"], rec["achieved_sparsity"], rec.get("format"))
                                  for rec in layers.values())
     formats = [rec.get("format") for rec in layers.values()]
     return {**latency.summary(), "predicted_speedup": round(latency.dense_total / cycles, 4),

@@ -40,6 +40,11 @@ block gets ``(dense_total / X - other) / blocks`` cycles for its seven Linears.
 - Budget carried over: a block that lands under (over) its budget passes the difference to the next
   (``latency_slack``), so the whole model lands on the target within about one Linear's saving
   rather than one per block.
+- Row spread: the table prices a sparsity, not how a row-wise allocation spreads it over rows, which
+  a lane-parallel engine pays for in prefill (simulator/latency_table.py). Given ``row_cost`` (the
+  simulator's cycles of a Linear with its real keep mask, passed in as a function), a block's
+  sparse-format Linears are priced by it once rounded, and that is what the block hands on as its
+  slack, so later blocks make up what the spread cost; the run records those cycles per layer.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -99,6 +105,8 @@ class LatencyModel:
     hardware: str = ""
     phase: str = ""
     nm: Mapping[str, float] = field(default_factory=dict)  # op -> cycles of a 2:4 mask, where the preset gains
+    # (op, keep mask as a bool numpy array) -> the simulator's cycles of that Linear on the sparse path
+    row_cost: Callable[[str, np.ndarray], float] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.target_speedup > 1.0:
@@ -111,8 +119,9 @@ class LatencyModel:
                              f"sparsity ({self.grid[-1]:g})")
 
     @classmethod
-    def from_rows(cls, rows: list[Mapping], target_speedup: float) -> "LatencyModel":
-        """From latency-table rows (dicts with op, format, sparsity, cycles, blocks, hardware, phase)."""
+    def from_rows(cls, rows: list[Mapping], target_speedup: float, row_cost=None) -> "LatencyModel":
+        """From latency-table rows (dicts with op, format, sparsity, cycles, blocks, hardware, phase);
+        ``row_cost`` as the field."""
         sparse = {}
         for r in sorted((r for r in rows if r["format"] == "sparse"), key=lambda r: r["sparsity"]):
             sparse.setdefault(r["op"], []).append(float(r["cycles"]))
@@ -122,7 +131,7 @@ class LatencyModel:
         nm = {r["op"]: float(r["cycles"]) for r in rows if r["format"] == "2:4"}
         first = rows[0]
         return cls(target_speedup, tuple(grid), dense, {k: tuple(v) for k, v in sparse.items()}, other,
-                   int(first["blocks"]), str(first.get("hardware", "")), str(first.get("phase", "")), nm)
+                   int(first["blocks"]), str(first.get("hardware", "")), str(first.get("phase", "")), nm, row_cost)
 
     @property
     def dense_total(self) -> float:
@@ -147,6 +156,17 @@ class LatencyModel:
         if fmt == "sparse":
             return _interp(list(self.grid), list(self.sparse[op]), sparsity)
         return self.best(op, sparsity)[1]
+
+    def pruned_cycles(self, formats: Mapping[str, str], keep: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """Cycles of each of a block's pruned Linears (op -> format, op -> keep mask): a sparse-format
+        one by ``row_cost`` when given (its rows' spread counted), every other from the table."""
+        out = {}
+        for op, fmt in formats.items():
+            if fmt == "sparse" and self.row_cost is not None:
+                out[op] = float(self.row_cost(op, keep[op].detach().to("cpu", torch.bool).numpy()))
+            else:
+                out[op] = self.cycles(op, 1.0 - float(keep[op].float().mean()), fmt)
+        return out
 
     def block_cycles(self, sparsities: Mapping[str, float]) -> float:
         """Exact table cycles of one block's Linears, each in its cheapest format."""
@@ -219,6 +239,15 @@ class LatencyModel:
     def summary(self) -> dict:
         return {"hardware": self.hardware, "phase": self.phase, "target_speedup": self.target_speedup,
                 "block_budget_cycles": round(self.block_budget, 1), "dense_cycles": round(self.dense_total, 1)}
+
+
+def price_rows(job, latency: LatencyModel, budget: float, formats: Mapping[str, str],
+               masks: Mapping[str, torch.Tensor]) -> None:
+    """A block's Linears priced with their real masks (module docstring, "Row spread"): the slack the
+    block hands on (``job.carry``) and the cycles recorded per layer (``job.info``)."""
+    cycles = latency.pruned_cycles(formats, masks)
+    job.carry["latency_slack"] = budget - sum(cycles.values())
+    job.info["cycles"] = cycles
 
 
 def _op_of(param_name: str) -> str:

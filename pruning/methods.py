@@ -15,7 +15,7 @@ from pruning.config import PruneConfig
 from pruning.masks import nm_mask, rowwise_mask
 from pruning.metrics import magnitude_score, sparsegpt_diag_score, wanda_score
 from pruning.quantizers import make_clip, obs_quant, param_names
-from pruning.hw_target import FormatGates, latency_penalty, round_to_budget
+from pruning.hw_target import FormatGates, latency_penalty, price_rows, round_to_budget
 from pruning.search import BlockError, prune_search
 from pruning.sparsegpt import sparsegpt_prune, sparsegpt_quant_prune
 from pruning.stats import InputStats
@@ -172,6 +172,8 @@ def prune_besa(job: BlockJob) -> dict[str, torch.Tensor]:
             masks[op] = _obs_update(job, op, lin, choice, quantize=cfg.quant_method in ("lwc", "obs"))
         else:
             masks[op] = keep[op]
+    if latency is not None and latency.row_cost is not None:
+        price_rows(job, latency, budget, formats, masks)
     return masks
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from pruning.besa import channel_normalised_mse
+from pruning.hw_target import price_rows
 from pruning.masks import nm_mask, rowwise_mask
 from pruning.metrics import wanda_score
 
@@ -111,4 +112,7 @@ def prune_search(job) -> dict[str, torch.Tensor]:
     chosen = {op: options[op][i] for op, i in pick.items()}
     job.carry["latency_slack"] = budget - sum(c.cycles for c in chosen.values())
     job.info["formats"] = {op: c.fmt for op, c in chosen.items()}
-    return {op: _mask(scores[op], chosen[op]) for op in job.linears}
+    masks = {op: _mask(scores[op], chosen[op]) for op in job.linears}
+    if latency.row_cost is not None:
+        price_rows(job, latency, budget, job.info["formats"], masks)
+    return masks

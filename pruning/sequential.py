@@ -141,10 +141,10 @@ def check_model_fits(model: nn.Module, cfg: PruneConfig) -> None:
 
 def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], targets: dict[str, float],
             quant: dict[str, QuantParams], quantizer: str | None, keep: bool = True,
-            formats: dict[str, str] | None = None) -> None:
+            formats: dict[str, str] | None = None, cycles: dict[str, float] | None = None) -> None:
     """Per-layer records of block ``index`` into ``result``; masks and codes too when ``keep``
     (a streamed prune leaves them in its checkpoint); ``formats``: the storage format a hardware
-    target chose per op."""
+    target chose per op; ``cycles``: what it priced each at with the real mask."""
     kept = total = 0
     for op, mask in masks.items():
         path = module_path(index, op)
@@ -156,6 +156,8 @@ def _record(result: PruneResult, index: int, masks: dict[str, torch.Tensor], tar
                                "row_sparsity": row_sparsity_summary(mask)}
         if formats:
             result.layers[path]["format"] = formats[op]
+        if cycles and op in cycles:
+            result.layers[path]["cycles"] = round(cycles[op], 1)
         if op in quant:
             q = quant[op]
             if keep:
@@ -233,7 +235,8 @@ def _prune_block(i: int, block: nn.Module, targets: dict, hidden, dense_stream, 
     masks = METHOD_FNS[cfg.method](job)
     _apply_masks(linears, masks)
     quantize_block(job, masks)  # no-op without wbits; pruned weights stay exactly 0
-    _record(result, i, masks, targets, job.quant, cfg.quant_method, keep=keep, formats=job.info.get("formats"))
+    _record(result, i, masks, targets, job.quant, cfg.quant_method, keep=keep, formats=job.info.get("formats"),
+            cycles=job.info.get("cycles"))
     logger.debug("block %d: sparsity %.4f %s", i, result.block_sparsity[-1], job.info)
     if hidden is not None and not last:
         hidden = run_block(block, hidden, kwargs, cfg.forward_batch)
