@@ -136,7 +136,7 @@ class PruneConfig:
     besa_gate_lr: float = 0.25  # BESA with a hardware target: step of the 2:4 format gates (pruning.hw_target)
     besa_nm_gates: bool = True  # BESA with a hardware target: learn 2:4 per Linear where the preset gains from it
     # calibration segments the errors of search candidates and of BESA's roundings use (one: four made
-    # hardware-targeted BESA take 1.56x plain BESA's time instead of 1.21x; bench/codesign_time.py)
+    # hardware-targeted BESA take 1.53x plain BESA's time instead of 1.24x; bench/codesign_time.py)
     search_samples: int = 1
     search_step: float = 0.1  # method search: candidate sparsities every search_step (of the latency table's grid)
 
