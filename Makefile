@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-codesign-time bench-zeroshot sweep-example bench-gpu bench-sweep report compare-example clean
+.PHONY: install demo test test-fast bench bench-prune bench-scale bench-run-scale bench-codesign bench-codesign-time codesign-figure bench-zeroshot sweep-example bench-gpu bench-sweep report compare-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ bench-codesign: install
 	$(PY) bench/codesign.py --presets besa-64x64,vitcod-64x8 --phase prefill --sparsities 0.4,0.5,0.6,0.7 \
 		--baselines sparsegpt-2:4 --targets 'besa-64x64=1.2/1.23/1.26;vitcod-64x8=1.4/1.45/1.5' --hw-methods besa \
 		--nsamples 8 --windows 16 --search-samples 1
+	$(PY) bench/codesign.py --presets systolic-64x64 --phase prefill --sparsities '' --baselines sparsegpt-2:4 \
+		--targets 1.1,1.15,1.2 --hw-methods besa,besa-recon --nsamples 8 --windows 16 --search-samples 1
+
+# The co-design front (bench/codesign-front.png), drawn from the tables committed in bench/RESULTS-codesign.md.
+codesign-figure: install
+	$(PY) bench/codesign_figure.py
 
 # Prune time of hardware-targeted BESA against plain BESA, one after another (issue 18's time target).
 bench-codesign-time: install
