@@ -144,20 +144,17 @@ def main() -> int:
         for pr in presets:
             print(f"| {pr} | {method} {level} (uniform) | {0.5 if level == '2:4' else float(level):.3f} | "
                   f"{done['speedup'][pr]:.4f}x | {done['ppl']:.2f} | - | {done['secs']:.0f} |", flush=True)
-    from besa_hw.pipeline import DEFAULT_CACHE, table_spec
-    from pruning.hw_target import LatencyModel
+    from besa_hw.pipeline import latency_model, table_spec
     from simulator import get_shape, load_hardware
-    from simulator.latency_table import cached_table, mask_cycles
 
     for pr in presets:
         spec, hw = table_spec(get_shape("smollm2-135m"), args.phase, None, None), load_hardware(pr)
-        table, _ = cached_table(spec, hw, DEFAULT_CACHE)
         for x in targets_for(args.targets, pr):
             for method in args.hw_methods.split(","):
                 run = work / f"{method}-{pr}-{x}"
                 fields = HW_VARIANTS.get(method, {})
                 secs = _prune(run, args, method.split("-")[0], **fields,
-                              hw_target=LatencyModel.from_rows(table.to_dict("records"), x, mask_cycles(spec, hw)))
+                              hw_target=latency_model(spec, hw, x))
                 from pruning.export import read_manifest
 
                 manifest = read_manifest(run)

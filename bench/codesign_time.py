@@ -41,15 +41,12 @@ def main() -> int:
     args = p.parse_args()
     import torch
 
-    from besa_hw.pipeline import DEFAULT_CACHE, table_spec
-    from pruning.hw_target import LatencyModel
+    from besa_hw.pipeline import latency_model, table_spec
     from simulator import get_shape, load_hardware
-    from simulator.latency_table import cached_table, mask_cycles
 
     torch.set_num_threads(args.threads)
     spec, hw = table_spec(get_shape("smollm2-135m"), args.phase, None, None), load_hardware(args.preset)
-    table, _ = cached_table(spec, hw, DEFAULT_CACHE)
-    target = LatencyModel.from_rows(table.to_dict("records"), args.target, mask_cycles(spec, hw))
+    target = latency_model(spec, hw, args.target)
     rows = {"plain BESA": ("besa", {"sparsity": args.sparsity}, 1)}
     for n in (int(v) for v in args.search_samples.split(",")):
         rows[f"targeted BESA, rounding on {n} segment{'s' if n > 1 else ''}"] = ("besa", {"hw_target": target}, n)

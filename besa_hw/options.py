@@ -292,10 +292,8 @@ def build_configs(args: argparse.Namespace):
 def latency_target(args: argparse.Namespace):
     """The LatencyModel of --target-speedup: the simulator's latency table of the model on the target
     hardware and phase (cached in runs/.cache/latency)."""
-    from besa_hw.pipeline import DEFAULT_CACHE, model_shape, table_spec
-    from pruning.hw_target import LatencyModel
+    from besa_hw.pipeline import latency_model, model_shape, table_spec
     from simulator.config import load_hardware, parse_overrides as hw_overrides
-    from simulator.latency_table import cached_table, mask_cycles
 
     if args.method not in ("besa", "search"):
         raise ValueError(f"--target-speedup applies to --method besa or search, not {args.method}")
@@ -304,8 +302,7 @@ def latency_target(args: argparse.Namespace):
     else:  # run: the hardware it simulates
         hw = load_hardware(args.hw, hw_overrides(args.overrides))
     spec = table_spec(model_shape(args.model), args.target_phase, args.target_tokens, args.target_context)
-    table, _ = cached_table(spec, hw, DEFAULT_CACHE)
-    return LatencyModel.from_rows(table.to_dict("records"), args.target_speedup, mask_cycles(spec, hw))
+    return latency_model(spec, hw, args.target_speedup)
 
 
 def split_settings(items: list[str], prune: bool, hw: bool) -> tuple[list[str], list[str]]:

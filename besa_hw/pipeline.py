@@ -172,6 +172,16 @@ def table_spec(shape, phase: str, tokens: int | None, context: int | None, grid_
                      None if phase == "prefill" else (context or DEFAULT_CONTEXT), grid)
 
 
+def latency_model(spec, hw, target_speedup: float):
+    """The LatencyModel of a speedup target on ``hw`` (pruning.hw_target): the simulator's latency table of
+    ``spec`` (cached in DEFAULT_CACHE) and the real-mask pricing of the rows' spread."""
+    from pruning.hw_target import LatencyModel
+    from simulator.latency_table import cached_table, mask_cycles
+
+    table, _ = cached_table(spec, hw, DEFAULT_CACHE)
+    return LatencyModel.from_rows(table.to_dict("records"), target_speedup, mask_cycles(spec, hw))
+
+
 def model_shape(model: str):
     """The ModelShape of a model's config (no weights are loaded)."""
     from besa_hw.estimate import shape_of

@@ -110,9 +110,10 @@ def prune_search(job) -> dict[str, torch.Tensor]:
         errors[op] = [error({op: _mask(scores[op], cand)}) for cand in options[op]]
     pick = knapsack(errors, {op: [c.cycles for c in opts] for op, opts in options.items()}, budget)
     chosen = {op: options[op][i] for op, i in pick.items()}
-    job.carry["latency_slack"] = budget - sum(c.cycles for c in chosen.values())
     job.info["formats"] = {op: c.fmt for op, c in chosen.items()}
     masks = {op: _mask(scores[op], chosen[op]) for op in job.linears}
     if latency.row_cost is not None:
         price_rows(job, latency, budget, job.info["formats"], masks)
+    else:
+        job.carry["latency_slack"] = budget - sum(c.cycles for c in chosen.values())
     return masks
